@@ -1,0 +1,170 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// ReapOptions bound one reaper pass.
+type ReapOptions struct {
+	// MaxJobs stops the pass after this many jobs were reaped (0 = all).
+	MaxJobs int
+}
+
+// ReapReport counts what a pass removed.
+type ReapReport struct {
+	Jobs, Containers, Networks, Tokens, Skipped int
+}
+
+type reapCandidate struct {
+	created    time.Time
+	timeout    int
+	containers int
+	networks   int
+}
+
+// Reap finds jobs of this runner that are certainly over and tears them
+// down: their state says finished (cleanup could not revoke everything),
+// their prepare died (state says preparing and nobody holds the job), or
+// they are older than their timeout plus the reap grace. Jobs a stage is
+// working on hold their lock and are skipped, so the reaper is safe to run
+// from a timer while jobs run.
+func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error) {
+	var rep ReapReport
+	var errs []error
+	cands := map[int64]*reapCandidate{}
+	cand := func(id int64) *reapCandidate {
+		c, ok := cands[id]
+		if !ok {
+			c = &reapCandidate{}
+			cands[id] = c
+		}
+		return c
+	}
+	note := func(labels map[string]string, created time.Time) *reapCandidate {
+		id, err := strconv.ParseInt(labels[LabelJobID], 10, 64)
+		if err != nil {
+			return nil
+		}
+		c := cand(id)
+		if t, err := time.Parse(time.RFC3339, labels[LabelCreatedAt]); err == nil {
+			created = t
+		}
+		if c.created.IsZero() || created.Before(c.created) {
+			c.created = created
+		}
+		if t, err := strconv.Atoi(labels[LabelTimeout]); err == nil && t > c.timeout {
+			c.timeout = t
+		}
+		return c
+	}
+	sel := runnerSelector(s.Settings.RunnerID)
+	containers, err := s.Runtime.ListContainers(ctx, sel)
+	if err != nil {
+		return rep, fmt.Errorf("listing containers: %w", err)
+	}
+	for _, c := range containers {
+		if rc := note(c.Labels, c.Created); rc != nil {
+			rc.containers++
+		}
+	}
+	networks, err := s.Runtime.ListNetworks(ctx, sel)
+	if err != nil {
+		return rep, fmt.Errorf("listing networks: %w", err)
+	}
+	for _, n := range networks {
+		if rc := note(n.Labels, n.Created); rc != nil {
+			rc.networks++
+		}
+	}
+	ids, err := s.State.List()
+	if err != nil {
+		return rep, err
+	}
+	for _, id := range ids {
+		cand(id)
+	}
+	order := make([]int64, 0, len(cands))
+	for id := range cands {
+		order = append(order, id)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i] < order[j] })
+
+	now := s.now()
+	for _, id := range order {
+		if opts.MaxJobs > 0 && rep.Jobs >= opts.MaxJobs {
+			break
+		}
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		c := cands[id]
+		unlock, err := s.State.Lock(id, false)
+		if errors.Is(err, ErrLocked) {
+			rep.Skipped++
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, err := s.State.Load(id)
+		if err != nil && !errors.Is(err, ErrNoState) {
+			errs = append(errs, err)
+			unlock()
+			continue
+		}
+		why := s.orphaned(st, c, now)
+		if why == "" {
+			unlock()
+			continue
+		}
+		tokens := 0
+		if st != nil && st.Identity != nil {
+			for _, t := range st.Identity.Tokens {
+				if !t.Revoked {
+					tokens++
+				}
+			}
+		}
+		s.Log.Info("reaping job", "job", id, "why", why, "containers", c.containers, "networks", c.networks, "tokens", tokens)
+		if err := s.teardown(ctx, id, st, "reap"); err != nil {
+			errs = append(errs, fmt.Errorf("reaping job %d: %w", id, err))
+		} else {
+			rep.Jobs++
+			rep.Containers += c.containers
+			rep.Networks += c.networks
+			rep.Tokens += tokens
+		}
+		unlock()
+	}
+	return rep, errors.Join(errs...)
+}
+
+// orphaned says why a job is certainly over, or "" when it may still run.
+// The caller holds the job's lock, so no stage is working on it now.
+func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string {
+	if st != nil {
+		switch st.Phase {
+		case PhaseFinished:
+			return "cleanup left credentials behind"
+		case PhasePreparing:
+			// prepare holds the lock from before it writes this phase
+			// until it writes the next: getting the lock means it died.
+			return "prepare died"
+		}
+		if now.After(s.jobDeadline(st.CreatedAt, st.Timeout)) {
+			return "older than its timeout plus grace"
+		}
+		return ""
+	}
+	if !c.created.IsZero() && now.After(s.jobDeadline(c.created, c.timeout)) {
+		return "older than its timeout plus grace"
+	}
+	return ""
+}

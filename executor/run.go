@@ -1,0 +1,219 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Grace periods of a canceled script: SIGTERM, then SIGKILL, each waited
+// for this long. The runner's own graceful kill timeout is 10 minutes, so
+// run always returns long before the runner gives up on it.
+const (
+	termGrace = 10 * time.Second
+	killGrace = 5 * time.Second
+)
+
+// signalAll signals every process of the build container except PID 1 (the
+// keep-alive shell) and the signalling shell itself, like the Docker
+// executor's stop script. Only one sub-stage runs in a container at a time,
+// so "every process" is the canceled script's tree.
+const signalAll = `for p in /proc/[0-9]*; do p=${p#/proc/}; [ "$p" -eq 1 ] || [ "$p" -eq $$ ] || kill -%s "$p" 2>/dev/null; done; true`
+
+// Masker hides live tokens in output before the runner sees it.
+type Masker interface {
+	io.Writer
+	Flush() error
+}
+
+// NewMasker wraps an output stream; the identity wiring supplies it. The
+// default passes output through.
+type NewMasker func(w io.Writer, secrets []string) Masker
+
+// Run implements the run stage: it feeds the runner's script on stdin to a
+// shell in the build container and maps its exit code. On SIGTERM (ctx
+// canceled) it terminates the script's processes and returns promptly,
+// leaving the container for after_script.
+func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewMasker) error {
+	exitFile := s.Getenv(envBuildExitCode)
+	// The runner never clears the exit-code file: start every sub-stage
+	// from a clean one, so a system failure can't report an old code.
+	if exitFile != "" {
+		if err := os.WriteFile(exitFile, nil, 0o600); err != nil {
+			return fmt.Errorf("clearing exit code file: %w", err)
+		}
+	}
+	p, err := s.payload()
+	if err != nil {
+		return err
+	}
+	script, err := os.Open(scriptPath)
+	if err != nil {
+		return fmt.Errorf("opening script of %s: %w", subStage, err)
+	}
+	defer script.Close()
+
+	names := NamesFor(s.Settings.RunnerID, p.ID)
+	info, err := s.Runtime.InspectContainer(ctx, names.Build)
+	if err != nil {
+		return fmt.Errorf("finding build container of job %d: %w", p.ID, err)
+	}
+	if !info.Running {
+		return fmt.Errorf("build container %s of job %d is not running", names.Build, p.ID)
+	}
+
+	var env, secrets []string
+	user := s.Settings.Docker.User
+	if s.Identity != nil {
+		st, err := s.refreshIdentity(ctx, p, info.ID)
+		if err != nil {
+			return err
+		}
+		if st != nil {
+			env = s.Identity.ExecEnv(st)
+			user = st.User
+			if cur := st.Identity.Current(); cur != nil {
+				secrets = append(secrets, cur.Token)
+			}
+		}
+	}
+	if mask == nil {
+		mask = func(w io.Writer, _ []string) Masker { return nopMasker{w} }
+	}
+	stdout, stderr := mask(s.Stdout, secrets), mask(s.Stderr, secrets)
+
+	start := s.now()
+	done := make(chan execResult, 1)
+	// The script's exec outlives ctx: on cancel we stop the script in the
+	// container and then wait for the exec to report how it ended.
+	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelExec()
+	go func() {
+		code, err := s.Runtime.Exec(execCtx, info.ID, ExecSpec{
+			Cmd: []string{"sh", "-c", shellProbe}, User: user, Env: env,
+			Stdin: script, Stdout: stdout, Stderr: stderr,
+		})
+		done <- execResult{code, err}
+	}()
+
+	var res execResult
+	canceled := false
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		canceled = true
+		s.Log.Info("terminating script", "job", p.ID, "stage", subStage)
+		res = s.stopScript(info.ID, user, done)
+	}
+	flushErr := errors.Join(stdout.Flush(), stderr.Flush())
+	s.Log.Debug("sub-stage finished", "job", p.ID, "stage", subStage, "exit_code", res.code, "canceled", canceled, "duration", s.now().Sub(start))
+	if res.err != nil {
+		return fmt.Errorf("running %s in %s: %w", subStage, names.Build, res.err)
+	}
+	if flushErr != nil {
+		return fmt.Errorf("writing output of %s: %w", subStage, flushErr)
+	}
+	if err := writeExitCodeFile(exitFile, res.code); err != nil {
+		return err
+	}
+	if res.code != 0 {
+		return &BuildError{Code: res.code}
+	}
+	if canceled {
+		return &BuildError{Code: 1, Err: fmt.Errorf("%s was terminated", subStage)}
+	}
+	return nil
+}
+
+// stopScript sends SIGTERM to the script's processes, waits termGrace,
+// then SIGKILL and killGrace. It runs the signals as the script's user: a
+// root shell without CAP_KILL could not signal another user's processes.
+func (s *Stages) stopScript(containerID, user string, done <-chan execResult) execResult {
+	for _, step := range []struct {
+		sig   string
+		grace time.Duration
+	}{{"TERM", termGrace}, {"KILL", killGrace}} {
+		sctx, cancel := context.WithTimeout(context.Background(), step.grace)
+		_, err := s.Runtime.Exec(sctx, containerID, ExecSpec{
+			Cmd: []string{"sh", "-c", fmt.Sprintf(signalAll, step.sig)}, User: user,
+			Stdout: io.Discard, Stderr: io.Discard,
+		})
+		if err != nil {
+			s.Log.Warn("signalling script", "signal", step.sig, "error", err)
+		}
+		select {
+		case res := <-done:
+			cancel()
+			return res
+		case <-sctx.Done():
+			cancel()
+		}
+	}
+	return execResult{-1, errors.New("script did not stop after SIGTERM and SIGKILL")}
+}
+
+// refreshIdentity replaces a token close to expiry before the sub-stage
+// starts: new token, new file, then the old token revoked.
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string) (*JobState, error) {
+	unlock, err := s.State.Lock(p.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	st, err := s.State.Load(p.ID)
+	if errors.Is(err, ErrNoState) {
+		return nil, fmt.Errorf("job %d has no state: was it prepared by this runner?", p.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st.Identity == nil || !s.Identity.NeedsRefresh(st) {
+		return st, nil
+	}
+	save := func() error { return s.State.Save(st) }
+	if err := s.Identity.Reissue(ctx, st, save); err != nil {
+		return nil, fmt.Errorf("refreshing the job's token: %w", err)
+	}
+	if err := s.writeTokenFile(ctx, containerID, st.User, st.Identity.Current().Token); err != nil {
+		return nil, err
+	}
+	if err := s.Identity.RevokeStale(ctx, st, save); err != nil {
+		s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)
+	}
+	return st, nil
+}
+
+// writeTokenFile puts the token in the container's identity tmpfs as a
+// 0400 file of the script user, replacing any previous one atomically. The
+// token travels on the exec's stdin: never in arguments or environment.
+func (s *Stages) writeTokenFile(ctx context.Context, containerID, user, token string) error {
+	file := s.Identity.TokenFile()
+	script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(file))
+	var stderr strings.Builder
+	code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
+		Cmd: []string{"sh", "-c", script}, User: user,
+		Stdin: strings.NewReader(token), Stdout: io.Discard, Stderr: &stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("writing token file: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("writing token file %s: exit code %d: %s", file, code, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+type execResult struct {
+	code int
+	err  error
+}
+
+type nopMasker struct{ io.Writer }
+
+func (nopMasker) Flush() error { return nil }

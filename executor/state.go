@@ -1,0 +1,326 @@
+package executor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// stateVersion is bumped whenever JobState changes incompatibly; a stage
+// refuses state of another version instead of misreading it.
+const stateVersion = 1
+
+// Job phases recorded in state.
+const (
+	PhasePreparing = "preparing"
+	PhaseReady     = "ready"
+	PhaseFinished  = "finished"
+)
+
+// JobState is what the executor must remember between its stage processes
+// and that Docker cannot tell it: the job's facts for the audit trail and
+// the ledger of credentials issued for it. Everything else is asked of
+// Docker by deterministic name and labels.
+type JobState struct {
+	Version     int       `json:"version"`
+	Runner      string    `json:"runner"`
+	JobID       int64     `json:"job_id"`
+	ProjectID   int64     `json:"project_id"`
+	ProjectPath string    `json:"project_path"`
+	PipelineID  int64     `json:"pipeline_id"`
+	Ref         string    `json:"ref"`
+	Protected   *bool     `json:"protected"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Timeout is the job timeout in seconds; with the settings' reap grace
+	// it tells the reaper when the job is certainly over.
+	Timeout int    `json:"timeout"`
+	Attempt string `json:"attempt"`
+	Phase   string `json:"phase"`
+	// User is the user the build container's scripts run as ("" = image
+	// default).
+	User     string         `json:"user,omitempty"`
+	Identity *IdentityState `json:"identity,omitempty"`
+}
+
+// IdentityState is the job's identity grant and its token ledger.
+type IdentityState struct {
+	Rule     string   `json:"rule"`
+	Mode     string   `json:"mode"`
+	Issuer   string   `json:"issuer"`
+	Scopes   []string `json:"scopes"`
+	Lifetime int64    `json:"lifetime_seconds"`
+	// Tokens lists every token issued for the job, oldest first. The file
+	// holding it is 0600 in a 0700 directory and is deleted once every
+	// token is revoked.
+	Tokens []LedgerEntry `json:"tokens"`
+}
+
+// LedgerEntry is one issued token.
+type LedgerEntry struct {
+	// Token is the access token itself: revocation (RFC 7009) needs it.
+	Token     string    `json:"token"`
+	Issuer    string    `json:"issuer"`
+	JTI       string    `json:"jti"`
+	ClientID  string    `json:"client_id"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RequestID string    `json:"request_id"`
+	Revoked   bool      `json:"revoked"`
+}
+
+// Current returns the newest unrevoked token, or nil.
+func (s *IdentityState) Current() *LedgerEntry {
+	if s == nil {
+		return nil
+	}
+	for i := len(s.Tokens) - 1; i >= 0; i-- {
+		if !s.Tokens[i].Revoked {
+			return &s.Tokens[i]
+		}
+	}
+	return nil
+}
+
+// ErrNoState is returned when a job has no state.
+var ErrNoState = errors.New("no state for job")
+
+// ErrLocked is returned by a non-waiting Lock when another process holds
+// the job.
+var ErrLocked = errors.New("job state is locked by another process")
+
+// StateStore keeps JobState between stage processes.
+type StateStore interface {
+	Load(jobID int64) (*JobState, error)
+	Save(st *JobState) error
+	// Delete removes a job's state; a missing one is not an error.
+	Delete(jobID int64) error
+	// List returns the ids of every job with state.
+	List() ([]int64, error)
+	// Lock serialises the stages, cleanup and the reaper on one job. With
+	// wait false it returns ErrLocked instead of blocking.
+	Lock(jobID int64, wait bool) (unlock func(), err error)
+}
+
+// FileStore is the StateStore on disk: <root>/jobs/<id>/state.json written
+// atomically (temp file, fsync, rename), directories 0700 and files 0600,
+// and flock(2) locks under <root>/locks.
+type FileStore struct {
+	Root string
+}
+
+var _ StateStore = (*FileStore)(nil)
+
+// NewFileStore creates the store's directories (0700) and refuses a root
+// that others can read.
+func NewFileStore(root string) (*FileStore, error) {
+	for _, d := range []string{root, filepath.Join(root, "jobs"), filepath.Join(root, "locks")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("creating state directory %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("securing state directory %s: %w", d, err)
+		}
+	}
+	return &FileStore{Root: root}, nil
+}
+
+func (f *FileStore) jobDir(jobID int64) string {
+	return filepath.Join(f.Root, "jobs", strconv.FormatInt(jobID, 10))
+}
+
+// Load implements StateStore.
+func (f *FileStore) Load(jobID int64) (*JobState, error) {
+	b, err := os.ReadFile(filepath.Join(f.jobDir(jobID), "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("loading state of job %d: %w", jobID, ErrNoState)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading state of job %d: %w", jobID, err)
+	}
+	var st JobState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parsing state of job %d: %w", jobID, err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("loading state of job %d: version %d, this executor reads %d", jobID, st.Version, stateVersion)
+	}
+	return &st, nil
+}
+
+// Save implements StateStore.
+func (f *FileStore) Save(st *JobState) error {
+	st.Version = stateVersion
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding state of job %d: %w", st.JobID, err)
+	}
+	dir := f.jobDir(st.JobID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory of job %d: %w", st.JobID, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "state.json"), b); err != nil {
+		return fmt.Errorf("saving state of job %d: %w", st.JobID, err)
+	}
+	return nil
+}
+
+// Delete implements StateStore.
+func (f *FileStore) Delete(jobID int64) error {
+	if err := os.RemoveAll(f.jobDir(jobID)); err != nil {
+		return fmt.Errorf("deleting state of job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// List implements StateStore.
+func (f *FileStore) List() ([]int64, error) {
+	entries, err := os.ReadDir(filepath.Join(f.Root, "jobs"))
+	if err != nil {
+		return nil, fmt.Errorf("listing job states: %w", err)
+	}
+	var ids []int64
+	for _, e := range entries {
+		if id, err := strconv.ParseInt(e.Name(), 10, 64); err == nil && e.IsDir() {
+			if _, err := os.Stat(filepath.Join(f.jobDir(id), "state.json")); err == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// Lock implements StateStore with flock(2), which the kernel releases when
+// the holder dies, so a killed stage never wedges the job.
+func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
+	name := filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
+	fd, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening lock of job %d: %w", jobID, err)
+	}
+	how := syscall.LOCK_EX
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(fd.Fd()), how); err != nil {
+		fd.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("locking job %d: %w", jobID, err)
+	}
+	return func() { fd.Close() }, nil
+}
+
+// writeFileAtomic writes b to name through a 0600 temp file in the same
+// directory, fsyncs it and renames it over name.
+func writeFileAtomic(name string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// MemStore is the in-memory StateStore for stage unit tests. It passes the
+// same contract suite as FileStore.
+type MemStore struct {
+	mu     sync.Mutex
+	states map[int64][]byte
+	locks  map[int64]*sync.Mutex
+}
+
+var _ StateStore = (*MemStore)(nil)
+
+// NewMemStore returns an empty MemStore.
+func NewMemStore() *MemStore {
+	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.Mutex{}}
+}
+
+// Load implements StateStore.
+func (m *MemStore) Load(jobID int64) (*JobState, error) {
+	m.mu.Lock()
+	b, ok := m.states[jobID]
+	m.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("loading state of job %d: %w", jobID, ErrNoState)
+	}
+	var st JobState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parsing state of job %d: %w", jobID, err)
+	}
+	return &st, nil
+}
+
+// Save implements StateStore; it stores a copy, as the file store does.
+func (m *MemStore) Save(st *JobState) error {
+	st.Version = stateVersion
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding state of job %d: %w", st.JobID, err)
+	}
+	m.mu.Lock()
+	m.states[st.JobID] = b
+	m.mu.Unlock()
+	return nil
+}
+
+// Delete implements StateStore.
+func (m *MemStore) Delete(jobID int64) error {
+	m.mu.Lock()
+	delete(m.states, jobID)
+	m.mu.Unlock()
+	return nil
+}
+
+// List implements StateStore.
+func (m *MemStore) List() ([]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]int64, 0, len(m.states))
+	for id := range m.states {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// Lock implements StateStore.
+func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
+	m.mu.Lock()
+	l, ok := m.locks[jobID]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[jobID] = l
+	}
+	m.mu.Unlock()
+	if wait {
+		l.Lock()
+	} else if !l.TryLock() {
+		return nil, ErrLocked
+	}
+	return l.Unlock, nil
+}

@@ -1,0 +1,144 @@
+package executor
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// runStoreContract is the one suite every StateStore passes. reopen
+// returns a new store over the same data (nil for a store without
+// persistence).
+func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, func() StateStore)) {
+	t.Run("load missing", func(t *testing.T) {
+		s, _ := newStore(t)
+		if _, err := s.Load(1); !errors.Is(err, ErrNoState) {
+			t.Fatalf("err = %v, want ErrNoState", err)
+		}
+	})
+	t.Run("save load list delete", func(t *testing.T) {
+		s, reopen := newStore(t)
+		prot := true
+		st := &JobState{JobID: 7, ProjectID: 3, Protected: &prot, CreatedAt: time.Unix(1700000000, 0).UTC(), Phase: PhaseReady,
+			Identity: &IdentityState{Rule: "r", Tokens: []LedgerEntry{{Token: "t1", Revoked: true}, {Token: "t2"}}}}
+		if err := s.Save(st); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Save(&JobState{JobID: 3}); err != nil {
+			t.Fatal(err)
+		}
+		st.Phase = "mutated after save"
+		for _, store := range []StateStore{s, reopen()} {
+			if store == nil {
+				continue
+			}
+			got, err := store.Load(7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Phase != PhaseReady || *got.Protected != true || got.Identity.Current().Token != "t2" || !got.CreatedAt.Equal(st.CreatedAt) {
+				t.Errorf("loaded %+v", got)
+			}
+			ids, err := store.List()
+			if err != nil || len(ids) != 2 || ids[0] != 3 || ids[1] != 7 {
+				t.Errorf("List = %v, %v", ids, err)
+			}
+		}
+		if err := s.Delete(7); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(7); err != nil {
+			t.Fatalf("second delete: %v", err)
+		}
+		if _, err := s.Load(7); !errors.Is(err, ErrNoState) {
+			t.Fatalf("after delete: %v", err)
+		}
+	})
+	t.Run("lock", func(t *testing.T) {
+		s, _ := newStore(t)
+		unlock, err := s.Lock(5, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Lock(5, false); !errors.Is(err, ErrLocked) {
+			t.Fatalf("second lock: %v, want ErrLocked", err)
+		}
+		other, err := s.Lock(6, false)
+		if err != nil {
+			t.Fatalf("other job: %v", err)
+		}
+		other()
+		unlock()
+		again, err := s.Lock(5, false)
+		if err != nil {
+			t.Fatalf("after unlock: %v", err)
+		}
+		again()
+	})
+}
+
+func TestFileStoreContract(t *testing.T) {
+	runStoreContract(t, func(t *testing.T) (StateStore, func() StateStore) {
+		root := filepath.Join(t.TempDir(), "state")
+		s, err := NewFileStore(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, func() StateStore {
+			r, err := NewFileStore(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+	})
+}
+
+func TestMemStoreContract(t *testing.T) {
+	runStoreContract(t, func(t *testing.T) (StateStore, func() StateStore) {
+		return NewMemStore(), func() StateStore { return nil }
+	})
+}
+
+func TestFileStorePermissions(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "state")
+	s, err := NewFileStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&JobState{JobID: 9}); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{
+		root: 0o700, filepath.Join(root, "jobs"): 0o700, filepath.Join(root, "jobs", "9"): 0o700,
+		filepath.Join(root, "jobs", "9", "state.json"): 0o600,
+	} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s mode %o, want %o", path, fi.Mode().Perm(), want)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(root, "jobs", "9"))
+	if len(entries) != 1 {
+		t.Errorf("temp files left behind: %v", entries)
+	}
+}
+
+func TestFileStoreRejectsOtherVersions(t *testing.T) {
+	root := t.TempDir()
+	s, _ := NewFileStore(root)
+	if err := os.MkdirAll(filepath.Join(root, "jobs", "4"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "jobs", "4", "state.json"), []byte(`{"version": 99, "job_id": 4}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(4); err == nil {
+		t.Fatal("loaded state of an unknown version")
+	}
+}
