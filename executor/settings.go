@@ -13,6 +13,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/docker/go-units"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // DefaultSettingsPath is where the runner admin's settings file lives unless
@@ -45,8 +47,11 @@ type Settings struct {
 
 	Docker DockerSettings `toml:"docker"`
 
-	// Identity is filled by the identity settings (settings_identity.go).
+	// Identity, GitLab and Policy configure the job's Okta identity
+	// (settings_identity.go).
 	Identity IdentitySettings `toml:"okta"`
+	GitLab   GitLabSettings   `toml:"gitlab"`
+	Policy   identity.Policy  `toml:"policy"`
 
 	// path is where the settings were loaded from, for messages.
 	path string
@@ -247,7 +252,7 @@ func (s *Settings) Validate() error {
 	if d.ServiceWaitTimeout.Duration < 0 {
 		add("docker.service_wait_timeout must not be negative")
 	}
-	if err := s.Identity.validate(s.DevMode); err != nil {
+	if err := s.validateIdentity(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -1,9 +1,285 @@
 package executor
 
-// IdentitySettings configure the per-job Okta identity. Filled in by the
-// identity work; an empty section means jobs run without an identity.
-type IdentitySettings struct{}
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
 
-func (o *IdentitySettings) applyDefaults() {}
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+)
 
-func (o *IdentitySettings) validate(devMode bool) error { return nil }
+// IdentitySettings configure the per-job Okta identity ([okta] in the
+// settings file, with [gitlab] and [policy] beside it). With no client_id
+// the executor runs jobs without an identity.
+type IdentitySettings struct {
+	// OrgURL and AuthorizationServerID name the default custom
+	// authorization server; Issuer, when set, names it by its full URL
+	// instead (https://org.okta.com/oauth2/<id>).
+	OrgURL                string `toml:"org_url"`
+	AuthorizationServerID string `toml:"authorization_server_id"`
+	Issuer                string `toml:"issuer"`
+	// ClientID, PrivateKeyFile and KeyID are the runner's service app and
+	// its private_key_jwt key (PEM: RSA PKCS#1 or PKCS#8, or EC P-256).
+	ClientID       string `toml:"client_id"`
+	PrivateKeyFile string `toml:"private_key_file"`
+	KeyID          string `toml:"key_id"`
+	// KeyAlgorithm, when set (RS256 or ES256), must match the key.
+	KeyAlgorithm string `toml:"key_algorithm"`
+	// DefaultLifetime applies to rules without a lifetime. The executor
+	// refreshes and revokes on this lifetime even when Okta's access
+	// policy grants a longer one.
+	DefaultLifetime Duration `toml:"default_lifetime"`
+	// RefreshMargin: before each run sub-stage, a token with less than
+	// this left is replaced.
+	RefreshMargin Duration `toml:"refresh_margin"`
+	// IntrospectOnRevoke confirms every revocation with introspection.
+	IntrospectOnRevoke bool `toml:"introspect_on_revoke"`
+	// HTTPTimeout bounds each request to Okta and GitLab.
+	HTTPTimeout Duration `toml:"http_timeout"`
+	// AuditLog is the JSON-lines audit file (0600).
+	AuditLog string `toml:"audit_log"`
+
+	Delivery DeliverySettings `toml:"delivery"`
+
+	privateKeyPEM []byte
+}
+
+// DeliverySettings say how the token reaches the job.
+type DeliverySettings struct {
+	// TokenFile is the token's path in the build container; its directory
+	// is a tmpfs private to the container.
+	TokenFile string `toml:"token_file"`
+	// EnvPrefix prefixes the exported variables: <prefix>ACCESS_TOKEN_FILE,
+	// <prefix>TOKEN_EXPIRES_AT, <prefix>ISSUER, <prefix>SCOPES and, unless
+	// ExportToken is false, <prefix>ACCESS_TOKEN.
+	EnvPrefix   string `toml:"env_prefix"`
+	ExportToken *bool  `toml:"export_token"`
+}
+
+// GitLabSettings say how GitLab ID tokens are verified ([gitlab]).
+type GitLabSettings struct {
+	// URL is the GitLab instance: the ID tokens' issuer and the home of
+	// its signing keys.
+	URL string `toml:"url"`
+	// Audience is the aud a job's ID token must carry for this executor.
+	Audience string `toml:"audience"`
+	// IDTokenVariables are the job variables (id_tokens names) checked
+	// for an ID token, in order.
+	IDTokenVariables []string `toml:"id_token_variables"`
+}
+
+// Enabled reports whether jobs get an Okta identity.
+func (o *IdentitySettings) Enabled() bool { return o.ClientID != "" }
+
+// PrivateKeyPEM is the key file's content, read during validation.
+func (o *IdentitySettings) PrivateKeyPEM() []byte { return o.privateKeyPEM }
+
+// ExportsToken reports whether the token itself is exported as a variable.
+func (d *DeliverySettings) ExportsToken() bool { return d.ExportToken == nil || *d.ExportToken }
+
+func (o *IdentitySettings) applyDefaults() {
+	if o.AuthorizationServerID == "" && o.Issuer == "" {
+		o.AuthorizationServerID = "default"
+	}
+	if o.DefaultLifetime.Duration == 0 {
+		o.DefaultLifetime.Duration = 15 * time.Minute
+	}
+	if o.RefreshMargin.Duration == 0 {
+		o.RefreshMargin.Duration = 5 * time.Minute
+	}
+	if o.HTTPTimeout.Duration == 0 {
+		o.HTTPTimeout.Duration = 10 * time.Second
+	}
+	if o.Delivery.TokenFile == "" {
+		o.Delivery.TokenFile = "/run/gitlab-okta/token"
+	}
+	if o.Delivery.EnvPrefix == "" {
+		o.Delivery.EnvPrefix = "OKTA_"
+	}
+}
+
+var (
+	authServerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	envPrefixPattern    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_$`)
+)
+
+// IssuerFor returns the issuer URL of a custom authorization server; ""
+// means the default one.
+func (o *IdentitySettings) IssuerFor(authServerID string) string {
+	if authServerID == "" {
+		if o.Issuer != "" {
+			return strings.TrimRight(o.Issuer, "/")
+		}
+		authServerID = o.AuthorizationServerID
+	}
+	return o.orgBase() + "/oauth2/" + authServerID
+}
+
+func (o *IdentitySettings) orgBase() string {
+	if o.Issuer != "" {
+		is := strings.TrimRight(o.Issuer, "/")
+		if i := strings.LastIndex(is, "/oauth2/"); i >= 0 {
+			return is[:i]
+		}
+		return is
+	}
+	return strings.TrimRight(o.OrgURL, "/")
+}
+
+// validateIdentity checks the [okta], [gitlab] and [policy] sections
+// together, since the policy's rules name authorization servers and
+// verified claims.
+func (s *Settings) validateIdentity() error {
+	o := &s.Identity
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !o.Enabled() {
+		if len(s.Policy.Rules) > 0 || o.OrgURL != "" || o.Issuer != "" {
+			add("okta.client_id is required when [okta] or [policy] is configured")
+		}
+		return errors.Join(errs...)
+	}
+	if o.Issuer == "" && o.OrgURL == "" {
+		add("okta: set org_url (with authorization_server_id) or issuer")
+	}
+	if o.Issuer != "" && o.OrgURL != "" {
+		add("okta: set either org_url or issuer, not both")
+	}
+	for name, u := range map[string]string{"okta.org_url": o.OrgURL, "okta.issuer": o.Issuer} {
+		if u != "" {
+			if err := checkServiceURL(u, s.DevMode); err != nil {
+				add("%s %q: %v", name, u, err)
+			}
+		}
+	}
+	if o.Issuer != "" && !strings.Contains(o.Issuer, "/oauth2/") {
+		add("okta.issuer %q must name a custom authorization server (…/oauth2/<id>): only those grant custom scopes", o.Issuer)
+	}
+	if o.Issuer == "" && !authServerIDPattern.MatchString(o.AuthorizationServerID) {
+		add("okta.authorization_server_id %q is not an authorization server id", o.AuthorizationServerID)
+	}
+	if o.PrivateKeyFile == "" {
+		add("okta.private_key_file is required")
+	} else if b, err := readPrivateFile(o.PrivateKeyFile); err != nil {
+		add("okta.private_key_file: %v", err)
+	} else if key, err := okta.LoadPrivateKey(b); err != nil {
+		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
+	} else if alg, err := okta.SigningAlgorithm(key); err != nil {
+		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
+	} else if o.KeyAlgorithm != "" && o.KeyAlgorithm != alg {
+		add("okta.key_algorithm %s does not match the key in %s, which signs %s", o.KeyAlgorithm, o.PrivateKeyFile, alg)
+	} else {
+		o.privateKeyPEM = b
+	}
+	if o.KeyID == "" {
+		add("okta.key_id is required: Okta picks the app's key by kid")
+	}
+	switch o.KeyAlgorithm {
+	case "", "RS256", "ES256":
+	default:
+		add("okta.key_algorithm %q: use RS256 or ES256", o.KeyAlgorithm)
+	}
+	lt := o.DefaultLifetime.Duration
+	if lt < identity.MinLifetime || lt > identity.MaxLifetime {
+		add("okta.default_lifetime %s: Okta allows 5m to 24h", lt)
+	}
+	minLifetime := lt
+	for _, r := range s.Policy.Rules {
+		if r.Lifetime.Duration > 0 && r.Lifetime.Duration < minLifetime {
+			minLifetime = r.Lifetime.Duration
+		}
+		if r.AuthorizationServer != "" && !authServerIDPattern.MatchString(r.AuthorizationServer) {
+			add("policy rule %q: authorization_server %q is not an authorization server id", r.Name, r.AuthorizationServer)
+		}
+	}
+	if m := o.RefreshMargin.Duration; m <= 0 || m >= minLifetime {
+		add("okta.refresh_margin %s must be positive and shorter than the shortest token lifetime (%s)", m, minLifetime)
+	}
+	if o.HTTPTimeout.Duration <= 0 {
+		add("okta.http_timeout must be positive")
+	}
+	if o.AuditLog == "" {
+		o.AuditLog = path.Join(s.StateDir, "audit.log")
+	} else if !path.IsAbs(o.AuditLog) {
+		add("okta.audit_log %q must be an absolute path", o.AuditLog)
+	}
+	if !path.IsAbs(o.Delivery.TokenFile) || path.Dir(o.Delivery.TokenFile) == "/" {
+		add("okta.delivery.token_file %q must be an absolute path in its own directory (it becomes a tmpfs)", o.Delivery.TokenFile)
+	}
+	if dir := path.Dir(o.Delivery.TokenFile); dir == path.Clean(s.BuildsDir) || dir == path.Clean(s.CacheDir) {
+		add("okta.delivery.token_file %q must not live in the builds or cache directory", o.Delivery.TokenFile)
+	}
+	if !envPrefixPattern.MatchString(o.Delivery.EnvPrefix) {
+		add("okta.delivery.env_prefix %q: use upper-case letters, digits and _, ending in _", o.Delivery.EnvPrefix)
+	}
+	g := &s.GitLab
+	if len(g.IDTokenVariables) > 0 || g.URL != "" || g.Audience != "" {
+		if g.URL == "" {
+			add("gitlab.url is required to verify ID tokens")
+		} else if err := checkServiceURL(g.URL, s.DevMode); err != nil {
+			add("gitlab.url %q: %v", g.URL, err)
+		}
+		if g.Audience == "" {
+			add("gitlab.audience is required: an ID token minted for another service must not unlock this one")
+		}
+		if len(g.IDTokenVariables) == 0 {
+			add("gitlab.id_token_variables: name the id_tokens variable(s) jobs declare")
+		}
+	}
+	if err := s.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(s.Policy.Rules) == 0 {
+		add("policy: at least one [[policy.rules]] is required (default deny)")
+	}
+	for _, r := range s.Policy.Rules {
+		if r.RequireIDToken && g.URL == "" {
+			add("policy rule %q requires a verified ID token but [gitlab] is not configured", r.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkServiceURL requires https, except plain http on loopback in dev mode.
+func checkServiceURL(raw string, devMode bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("must not have a query or fragment")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if !devMode {
+			return errors.New("https is required (plain http only with dev_mode on loopback)")
+		}
+		host := u.Hostname()
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return errors.New("dev_mode allows plain http only on loopback")
+	}
+	return fmt.Errorf("scheme %q: use https", u.Scheme)
+}
+
+// readPrivateFile reads a key file and refuses one others can read.
+func readPrivateFile(name string) ([]byte, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %o): chmod 600 it", name, fi.Mode().Perm())
+	}
+	return os.ReadFile(name)
+}

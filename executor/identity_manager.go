@@ -1,0 +1,284 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+)
+
+// IDTokenVerifier verifies a GitLab ID token for one job.
+type IDTokenVerifier interface {
+	Verify(ctx context.Context, raw string, wantJobID int64) (map[string]any, error)
+}
+
+// AuditRecorder appends audit events.
+type AuditRecorder interface {
+	Record(e identity.AuditEvent) error
+}
+
+// OAuthFailure is implemented by identity-provider errors that are the
+// job's fault and final (an OAuth 4xx such as invalid_scope or
+// access_denied): they fail the job as a build failure instead of a system
+// failure the runner would retry.
+type OAuthFailure interface {
+	error
+	JobFault() bool
+}
+
+// IdentityManager implements Identity over an identity.Provider, the
+// policy, the GitLab ID-token verifier and the audit log.
+type IdentityManager struct {
+	Settings *Settings
+	Provider identity.Provider
+	// Verifier is nil when no [gitlab] section is configured.
+	Verifier IDTokenVerifier
+	Audit    AuditRecorder
+	Log      hclog.Logger
+	Now      func() time.Time
+	// JobLog receives the lines a job's author needs (why a rule did not
+	// match, which token the job got).
+	JobLog io.Writer
+}
+
+var _ Identity = (*IdentityManager)(nil)
+
+func (m *IdentityManager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// TokenFile implements Identity.
+func (m *IdentityManager) TokenFile() string { return m.Settings.Identity.Delivery.TokenFile }
+
+// ExecEnv implements Identity.
+func (m *IdentityManager) ExecEnv(st *JobState) []string {
+	cur := st.Identity.Current()
+	if cur == nil {
+		return nil
+	}
+	d := m.Settings.Identity.Delivery
+	env := []string{
+		d.EnvPrefix + "ACCESS_TOKEN_FILE=" + d.TokenFile,
+		d.EnvPrefix + "TOKEN_EXPIRES_AT=" + cur.ExpiresAt.UTC().Format(time.RFC3339),
+		d.EnvPrefix + "ISSUER=" + cur.Issuer,
+		d.EnvPrefix + "SCOPES=" + strings.Join(st.Identity.Scopes, " "),
+	}
+	if d.ExportsToken() {
+		env = append(env, d.EnvPrefix+"ACCESS_TOKEN="+cur.Token)
+	}
+	return env
+}
+
+// NeedsRefresh implements Identity.
+func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
+	cur := st.Identity.Current()
+	return cur != nil && cur.ExpiresAt.Sub(m.now()) < m.Settings.Identity.RefreshMargin.Duration
+}
+
+// Grant implements Identity.
+func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, save func() error) error {
+	claims := identity.ClaimsFromJob(identity.JobFacts{
+		JobID: p.ID, ProjectID: p.JobInfo.ProjectID, NamespaceID: p.JobInfo.NamespaceID,
+		RootNamespaceID: p.JobInfo.RootNamespaceID, PipelineID: p.JobInfo.PipelineID, UserID: p.JobInfo.UserID,
+		ProjectPath: p.JobInfo.ProjectFullPath, Ref: p.GitInfo.Ref, RefType: p.GitInfo.RefType, SHA: p.GitInfo.Sha,
+		Protected: p.Protected(),
+	})
+	if raw, name := m.idToken(p); raw != "" {
+		if m.Verifier == nil {
+			return errors.New("verifying the job's ID token: [gitlab] is not configured")
+		}
+		verified, err := m.Verifier.Verify(ctx, raw, p.ID)
+		if err != nil {
+			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "id_token_rejected", Reason: err.Error()})
+			var ite *identity.IDTokenError
+			// GitLab's keys being unreachable is the runner's problem,
+			// not a forged token: that stays a (retried) system failure.
+			if errors.As(err, &ite) && !errors.Is(err, identity.ErrKeyFetch) {
+				return &BuildError{Err: fmt.Errorf("ID token in %s: %w", name, err)}
+			}
+			return fmt.Errorf("verifying the ID token in %s: %w", name, err)
+		}
+		if err := claims.Merge(verified); err != nil {
+			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "id_token_rejected", Reason: err.Error()})
+			return &BuildError{Err: fmt.Errorf("ID token in %s: %w", name, err)}
+		}
+		fmt.Fprintf(m.JobLog, "Verified GitLab ID token from %s\n", name)
+	}
+
+	decision, err := m.Settings.Policy.Evaluate(claims)
+	var denial *identity.DenialError
+	if errors.As(err, &denial) {
+		for _, line := range denial.Lines() {
+			fmt.Fprintln(m.JobLog, line)
+		}
+		m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: denial.OnNoMatch, Reason: denial.Error()})
+		if denial.OnNoMatch == identity.OnNoMatchNoIdentity {
+			return nil
+		}
+		return &BuildError{Err: denial}
+	}
+	if err != nil {
+		return fmt.Errorf("evaluating policy: %w", err)
+	}
+	rule := decision.Rule
+	lifetime := rule.Lifetime.Duration
+	if lifetime == 0 {
+		lifetime = m.Settings.Identity.DefaultLifetime.Duration
+	}
+	mode := rule.Mode
+	if mode == "" {
+		mode = identity.ModeToken
+	}
+	st.Identity = &IdentityState{
+		Rule: rule.Name, Mode: mode, Issuer: m.Settings.Identity.IssuerFor(rule.AuthorizationServer),
+		Scopes: append([]string(nil), rule.Scopes...), Lifetime: int64(lifetime / time.Second),
+	}
+	return m.issue(ctx, st, save, identity.EventIssued)
+}
+
+// idToken returns the first configured ID-token variable the job carries.
+// The value comes from JOB_RESPONSE_FILE; it is trusted only after its
+// signature and claims are verified.
+func (m *IdentityManager) idToken(p *Payload) (raw, name string) {
+	for _, n := range m.Settings.GitLab.IDTokenVariables {
+		if v, ok := p.Variable(n); ok && v != "" {
+			return v, n
+		}
+	}
+	return "", ""
+}
+
+// Reissue implements Identity.
+func (m *IdentityManager) Reissue(ctx context.Context, st *JobState, save func() error) error {
+	return m.issue(ctx, st, save, identity.EventRefreshed)
+}
+
+func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() error, event string) error {
+	start := m.now()
+	tok, err := m.Provider.Issue(ctx, identity.TokenRequest{Issuer: st.Identity.Issuer, Scopes: st.Identity.Scopes})
+	if err != nil {
+		m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "issue_failed", Reason: err.Error()})
+		var of OAuthFailure
+		if errors.As(err, &of) && of.JobFault() {
+			return &BuildError{Err: fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)}
+		}
+		return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+	}
+	// The executor enforces the rule's lifetime even when Okta's access
+	// policy grants a longer one: it refreshes and revokes on it.
+	expires := tok.ExpiresAt
+	if limit := tok.IssuedAt.Add(time.Duration(st.Identity.Lifetime) * time.Second); st.Identity.Lifetime > 0 && limit.Before(expires) {
+		expires = limit
+	}
+	st.Identity.Tokens = append(st.Identity.Tokens, LedgerEntry{
+		Token: tok.Value.Reveal(), Issuer: tok.Issuer, JTI: tok.JTI, ClientID: tok.ClientID,
+		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID,
+	})
+	if err := save(); err != nil {
+		// The token is live but not in the ledger: revoke it right away.
+		if _, rerr := m.Provider.Revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value); rerr != nil {
+			m.Log.Error("token issued but neither recorded nor revoked", "job", st.JobID, "jti", tok.JTI, "error", rerr)
+		}
+		return fmt.Errorf("recording the issued token: %w", err)
+	}
+	m.audit(st, identity.AuditEvent{Event: event, Outcome: "ok", TokenJTI: tok.JTI, Issuer: tok.Issuer,
+		ExpiresAt: &expires, OktaRequestID: tok.RequestID})
+	m.Log.Info("token "+event, "job", st.JobID, "rule", st.Identity.Rule, "jti", tok.JTI, "expires_at", expires, "duration", m.now().Sub(start))
+	return nil
+}
+
+// RevokeStale implements Identity.
+func (m *IdentityManager) RevokeStale(ctx context.Context, st *JobState, save func() error) error {
+	return m.revoke(ctx, st, save, "refresh", st.Identity.Current())
+}
+
+// RevokeAll implements Identity.
+func (m *IdentityManager) RevokeAll(ctx context.Context, st *JobState, save func() error, reason string) error {
+	return m.revoke(ctx, st, save, reason, nil)
+}
+
+// revoke revokes every unrevoked token except keep. A token that cannot be
+// revoked but has already expired is only a warning: it is dead anyway.
+func (m *IdentityManager) revoke(ctx context.Context, st *JobState, save func() error, reason string, keep *LedgerEntry) error {
+	if st.Identity == nil {
+		return nil
+	}
+	event := identity.EventRevoked
+	if reason == "reap" {
+		event = identity.EventReaped
+	}
+	var errs []error
+	for i := range st.Identity.Tokens {
+		t := &st.Identity.Tokens[i]
+		if t.Revoked || (keep != nil && t.JTI == keep.JTI && t.Token == keep.Token) {
+			continue
+		}
+		exp := t.ExpiresAt
+		reqID, err := m.Provider.Revoke(ctx, t.Issuer, identity.Secret(t.Token))
+		if err == nil && m.Settings.Identity.IntrospectOnRevoke {
+			active, ierr := m.Provider.Introspect(ctx, t.Issuer, identity.Secret(t.Token))
+			switch {
+			case ierr != nil:
+				err = fmt.Errorf("confirming revocation: %w", ierr)
+			case active:
+				err = errors.New("introspection still reports the token active after revocation")
+			}
+		}
+		if err != nil {
+			if m.now().After(t.ExpiresAt) {
+				m.Log.Warn("revoking an expired token failed", "job", st.JobID, "jti", t.JTI, "error", err)
+				t.Revoked = true
+				m.audit(st, identity.AuditEvent{Event: event, Outcome: "expired", TokenJTI: t.JTI, Issuer: t.Issuer, ExpiresAt: &exp, Reason: reason + ": " + err.Error()})
+				continue
+			}
+			m.audit(st, identity.AuditEvent{Event: identity.EventRevokeFailed, Outcome: "error", TokenJTI: t.JTI, Issuer: t.Issuer, ExpiresAt: &exp, Reason: reason + ": " + err.Error()})
+			errs = append(errs, fmt.Errorf("revoking token %s of job %d: %w", t.JTI, st.JobID, err))
+			continue
+		}
+		t.Revoked = true
+		if serr := save(); serr != nil {
+			errs = append(errs, serr)
+		}
+		m.audit(st, identity.AuditEvent{Event: event, Outcome: "ok", TokenJTI: t.JTI, Issuer: t.Issuer, ExpiresAt: &exp, OktaRequestID: reqID, Reason: reason})
+	}
+	return errors.Join(errs...)
+}
+
+// audit records an event with the job's facts; a failing audit log is
+// logged, never fatal to the job.
+func (m *IdentityManager) audit(st *JobState, e identity.AuditEvent) {
+	e.Time = m.now().UTC()
+	e.Runner, e.JobID, e.ProjectID, e.ProjectPath = st.Runner, st.JobID, st.ProjectID, st.ProjectPath
+	e.PipelineID, e.Ref, e.Protected = st.PipelineID, st.Ref, st.Protected
+	if st.Identity != nil {
+		e.Rule, e.Mode, e.Scopes = st.Identity.Rule, st.Identity.Mode, st.Identity.Scopes
+		if e.Issuer == "" {
+			e.Issuer = st.Identity.Issuer
+		}
+	}
+	if err := m.Audit.Record(e); err != nil {
+		m.Log.Error("writing audit event", "event", e.Event, "job", st.JobID, "error", err)
+	}
+}
+
+// NewHTTPClient returns the client for Okta and GitLab: bounded by the
+// settings' timeout and never following redirects to another host with
+// credentials.
+func NewHTTPClient(s *Settings) *http.Client {
+	return &http.Client{
+		Timeout: s.Identity.HTTPTimeout.Duration,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}

@@ -1,0 +1,151 @@
+package identity
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Audit event kinds.
+const (
+	EventIssued       = "issued"
+	EventRefreshed    = "refreshed"
+	EventRevoked      = "revoked"
+	EventRevokeFailed = "revoke_failed"
+	EventDenied       = "denied"
+	EventReaped       = "reaped"
+)
+
+// AuditEvent is one line of the audit log. It never holds a token: only
+// its jti, issuer and expiry.
+type AuditEvent struct {
+	Time          time.Time  `json:"time"`
+	Event         string     `json:"event"`
+	Runner        string     `json:"runner"`
+	JobID         int64      `json:"job_id"`
+	ProjectID     int64      `json:"project_id"`
+	ProjectPath   string     `json:"project_path"`
+	PipelineID    int64      `json:"pipeline_id"`
+	Ref           string     `json:"ref"`
+	Protected     *bool      `json:"protected"`
+	Rule          string     `json:"rule,omitempty"`
+	Mode          string     `json:"mode,omitempty"`
+	Scopes        []string   `json:"scopes,omitempty"`
+	Issuer        string     `json:"issuer,omitempty"`
+	TokenJTI      string     `json:"token_jti,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+	OktaRequestID string     `json:"okta_request_id,omitempty"`
+	Outcome       string     `json:"outcome"`
+	Reason        string     `json:"reason,omitempty"`
+}
+
+// AuditLog appends events as JSON lines to Path and mirrors them to Logger.
+// Several processes may append to one file: each event is one write to a
+// file opened with O_APPEND.
+type AuditLog struct {
+	// Path is the JSON-lines file; "" logs to Logger only.
+	Path string
+	// Logger gets every event at info level; nil for none.
+	Logger hclog.Logger
+	// Clock stamps events whose Time is zero; defaults to time.Now.
+	Clock func() time.Time
+}
+
+// Record appends e as one JSON line. The file is created 0600 (its
+// directory 0700); an existing file that group or others can access is
+// refused, since the log names every project that got a token. A zero
+// e.Time is stamped from Clock; times are written in UTC.
+func (a *AuditLog) Record(e AuditEvent) error {
+	if e.Time.IsZero() {
+		if a.Clock != nil {
+			e.Time = a.Clock()
+		} else {
+			e.Time = time.Now()
+		}
+	}
+	e.Time = e.Time.UTC()
+	if e.ExpiresAt != nil {
+		t := e.ExpiresAt.UTC()
+		e.ExpiresAt = &t
+	}
+	if a.Logger != nil {
+		a.Logger.Info("audit", e.keyValues()...)
+	}
+	if a.Path == "" {
+		return nil
+	}
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encoding audit event: %w", err)
+	}
+	line = append(line, '\n')
+	if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
+		return fmt.Errorf("creating audit log directory: %w", err)
+	}
+	f, err := os.OpenFile(a.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening audit log: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("checking audit log %s: %w", a.Path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("audit log %s is not a regular file", a.Path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("audit log %s has mode %04o: group or others can access it; chmod 600 it", a.Path, perm)
+	}
+	if _, err := f.Write(line); err != nil {
+		return fmt.Errorf("writing audit log %s: %w", a.Path, err)
+	}
+	if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("closing audit log %s: %w", a.Path, err)
+	}
+	return nil
+}
+
+// keyValues are the JSON fields as hclog pairs, in the same order and with
+// the same omissions.
+func (e AuditEvent) keyValues() []any {
+	kv := []any{
+		"time", e.Time.Format(time.RFC3339Nano),
+		"event", e.Event,
+		"runner", e.Runner,
+		"job_id", e.JobID,
+		"project_id", e.ProjectID,
+		"project_path", e.ProjectPath,
+		"pipeline_id", e.PipelineID,
+		"ref", e.Ref,
+	}
+	if e.Protected != nil {
+		kv = append(kv, "protected", *e.Protected)
+	} else {
+		kv = append(kv, "protected", nil)
+	}
+	opt := func(k, v string) {
+		if v != "" {
+			kv = append(kv, k, v)
+		}
+	}
+	opt("rule", e.Rule)
+	opt("mode", e.Mode)
+	if len(e.Scopes) > 0 {
+		kv = append(kv, "scopes", e.Scopes)
+	}
+	opt("issuer", e.Issuer)
+	opt("token_jti", e.TokenJTI)
+	if e.ExpiresAt != nil {
+		kv = append(kv, "expires_at", e.ExpiresAt.Format(time.RFC3339Nano))
+	}
+	opt("okta_request_id", e.OktaRequestID)
+	kv = append(kv, "outcome", e.Outcome)
+	opt("reason", e.Reason)
+	return kv
+}

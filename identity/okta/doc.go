@@ -1,0 +1,14 @@
+// Package okta implements identity.Provider against the OAuth 2.0 endpoints
+// of Okta custom authorization servers: it issues client-credentials access
+// tokens, revokes them (RFC 7009) and introspects them (RFC 7662).
+//
+// Every request authenticates the service app with a fresh private_key_jwt
+// client assertion (RS256 or ES256) whose audience is the exact endpoint URL
+// and whose jti is new for every attempt, because Okta refuses a replayed
+// assertion. Credentials only ever travel in the form body.
+//
+// Transient failures (network errors, dropped connections, 5xx and 429) are
+// retried with exponential full-jitter backoff; a 429 waits until Okta's
+// X-Rate-Limit-Reset. OAuth errors are returned at once as *OAuthError and
+// exhausted retries as *UnavailableError, so callers decide with errors.As.
+package okta

@@ -1,0 +1,416 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+)
+
+// Policy chooses a job's Okta token from its trusted claims. It is embedded
+// in the executor's settings file as [policy] and [[policy.rules]].
+type Policy struct {
+	// OnNoMatch is what happens when no rule matches: OnNoMatchFail (the
+	// default) fails the job, OnNoMatchNoIdentity runs it without a token.
+	OnNoMatch string `toml:"on_no_match"`
+	// Rules are tried in order; the first match wins.
+	Rules []Rule `toml:"rules"`
+}
+
+// OnNoMatch values.
+const (
+	OnNoMatchFail       = "fail"
+	OnNoMatchNoIdentity = "no_identity"
+)
+
+// Token modes.
+const (
+	ModeToken = "token"
+)
+
+// Okta's access-policy rules allow token lifetimes from 5 minutes to 1 day
+// (OKTA.md); a rule asking for anything else could never be honoured.
+const (
+	MinLifetime = 5 * time.Minute
+	MaxLifetime = 24 * time.Hour
+)
+
+// Rule grants scopes to the jobs whose claims match all of BoundClaims.
+type Rule struct {
+	Name string `toml:"name"`
+	// BoundClaims maps a claim name to values of which any may match. Values
+	// are doublestar globs (`*` stops at `/`, `**` does not), except for id
+	// claims (names ending in _id), which are compared exactly. A rule
+	// without bound claims matches every job.
+	BoundClaims map[string][]string `toml:"bound_claims"`
+	// RequireIDToken makes the rule match only claims from a verified GitLab
+	// ID token: every bound claim must be Verified, and a job without a
+	// verified ID token never matches.
+	RequireIDToken bool     `toml:"require_id_token"`
+	Scopes         []string `toml:"scopes"`
+	// Lifetime is the token lifetime; 0 means the settings default.
+	Lifetime Duration `toml:"lifetime"`
+	// AuthorizationServer is the id of a custom authorization server other
+	// than the settings default.
+	AuthorizationServer string `toml:"authorization_server"`
+	// Mode is "" or "token" (a plain bearer token).
+	Mode string `toml:"mode"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("15m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(shortDuration(d.Duration)), nil
+}
+
+// String returns the short form ("2m", "1h30m").
+func (d Duration) String() string { return shortDuration(d.Duration) }
+
+// shortDuration drops zero trailing units: 2m0s -> 2m, 1h0m0s -> 1h.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// knownClaims are the claims a rule may bind: GitLab's ID-token claims and
+// the payload-only root_namespace_id. A misspelt name would otherwise make a
+// rule that silently never matches.
+var knownClaims = map[string]bool{}
+
+func init() {
+	for _, n := range strings.Fields(`iss sub aud exp nbf iat jti namespace_id namespace_path
+		project_id project_path user_id user_login user_email user_access_level pipeline_id
+		pipeline_source job_id ref ref_type ref_path ref_protected environment
+		environment_protected deployment_tier environment_action runner_id runner_environment
+		sha project_visibility ci_config_ref_uri ci_config_sha job_project_id job_project_path
+		job_namespace_id job_namespace_path root_namespace_id`) {
+		knownClaims[n] = true
+	}
+}
+
+// boolClaims only ever hold "true" or "false".
+var boolClaims = map[string]bool{"ref_protected": true, "environment_protected": true}
+
+// isIDClaim reports whether a claim is an id, matched exactly.
+func isIDClaim(name string) bool { return strings.HasSuffix(name, "_id") }
+
+// authServerID is the shape of an Okta authorization server id ("default",
+// "aus1a2b3c..."); anything else would be pasted into a URL path.
+var authServerID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Validate reports every problem of the policy at once (errors.Join), each
+// message naming its rule.
+func (p *Policy) Validate() error {
+	var errs []error
+	switch p.OnNoMatch {
+	case "", OnNoMatchFail, OnNoMatchNoIdentity:
+	default:
+		errs = append(errs, fmt.Errorf("policy: on_no_match %q is not %q or %q", p.OnNoMatch, OnNoMatchFail, OnNoMatchNoIdentity))
+	}
+	seen := map[string]int{}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		label := fmt.Sprintf("policy rule %q", r.Name)
+		bad := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf(label+": "+format, args...))
+		}
+		if r.Name == "" {
+			label = fmt.Sprintf("policy rule #%d", i+1)
+			bad("name is empty")
+		} else if j, dup := seen[r.Name]; dup {
+			bad("name is already used by rule #%d", j+1)
+		} else {
+			seen[r.Name] = i
+		}
+		if len(r.Scopes) == 0 {
+			bad("no scopes (at least one custom scope is required)")
+		}
+		for _, s := range r.Scopes {
+			switch {
+			case s == "":
+				bad("empty scope")
+			case strings.ContainsFunc(s, isSpace):
+				bad("scope %q contains whitespace (list each scope separately)", s)
+			}
+		}
+		switch l := r.Lifetime.Duration; {
+		case l == 0:
+		case l < 0:
+			bad("lifetime %s is negative", shortDuration(l))
+		case l < MinLifetime:
+			bad("lifetime %s is below Okta's minimum of %s", shortDuration(l), shortDuration(MinLifetime))
+		case l > MaxLifetime:
+			bad("lifetime %s is above Okta's maximum of %s", shortDuration(l), shortDuration(MaxLifetime))
+		}
+		if r.AuthorizationServer != "" && !authServerID.MatchString(r.AuthorizationServer) {
+			bad("authorization_server %q is not an authorization server id", r.AuthorizationServer)
+		}
+		switch r.Mode {
+		case "", ModeToken:
+		default:
+			bad("mode %q is not supported (use %q)", r.Mode, ModeToken)
+		}
+		for _, name := range sortedKeys(r.BoundClaims) {
+			values := r.BoundClaims[name]
+			switch {
+			case name == "":
+				bad("bound claim name is empty")
+				continue
+			case !knownClaims[name]:
+				bad("bound claim %q is not a GitLab ID-token claim", name)
+				continue
+			case len(values) == 0:
+				bad("bound claim %s has no values (it could never match)", name)
+			}
+			for _, v := range values {
+				switch {
+				case v == "":
+					bad("bound claim %s has an empty value (absent claims never match)", name)
+				case isIDClaim(name):
+					if n, err := strconv.ParseInt(v, 10, 64); err != nil || n <= 0 || strconv.FormatInt(n, 10) != v {
+						bad("bound claim %s value %q is not a decimal id (ids are matched exactly, not as globs)", name, v)
+					}
+				case boolClaims[name]:
+					if v != "true" && v != "false" {
+						bad("bound claim %s value %q is not \"true\" or \"false\"", name, v)
+					}
+				case !doublestar.ValidatePattern(v):
+					bad("bound claim %s value %q is not a valid glob", name, v)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Decision is the outcome of a policy evaluation that matched a rule.
+type Decision struct {
+	// Rule points into Policy.Rules.
+	Rule *Rule
+	// Explanation has one result per rule tried, the matching one last.
+	Explanation []RuleResult
+}
+
+// RuleResult explains why one rule matched or not.
+type RuleResult struct {
+	Rule    string
+	Matched bool
+	// Claim is the first bound claim (in name order) that failed; empty
+	// when the rule matched.
+	Claim string
+	// Reason is a short sentence over claim values only, e.g.
+	// `ref_protected is "false", rule wants one of ["true"]`.
+	Reason string
+
+	// brief is Reason in the one-line denial form.
+	brief string
+}
+
+// DenialError says that no rule matched, and why for each rule.
+type DenialError struct {
+	Results []RuleResult
+	// OnNoMatch is the policy's effective on_no_match: OnNoMatchFail or
+	// OnNoMatchNoIdentity.
+	OnNoMatch string
+}
+
+// Error is one line naming every rule and its first failing claim.
+func (e *DenialError) Error() string {
+	if len(e.Results) == 0 {
+		return "no policy rule matched: the policy has no rules"
+	}
+	var b strings.Builder
+	b.WriteString("no policy rule matched: ")
+	for i, r := range e.Results {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%q: %s", r.Rule, r.briefReason())
+	}
+	return b.String()
+}
+
+// Lines is the explanation for the job log, one rule per line.
+func (e *DenialError) Lines() []string {
+	head := "no policy rule matched this job"
+	if e.OnNoMatch == OnNoMatchNoIdentity {
+		head += "; it runs without an Okta token (on_no_match = \"no_identity\")"
+	}
+	if len(e.Results) == 0 {
+		return []string{head + ": the policy has no rules"}
+	}
+	lines := []string{head + ":"}
+	for _, r := range e.Results {
+		lines = append(lines, fmt.Sprintf("  rule %q: %s", r.Rule, r.Reason))
+	}
+	return lines
+}
+
+func (r RuleResult) briefReason() string {
+	if r.brief != "" {
+		return r.brief
+	}
+	return r.Reason
+}
+
+// maxShownValue bounds how much of a claim value a reason quotes; values
+// are not secret but some (ci_config_ref_uri) are long.
+const maxShownValue = 80
+
+func shown(v string) string {
+	if len(v) > maxShownValue {
+		cut := maxShownValue
+		for cut > 0 && (v[cut]&0xC0) == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		v = v[:cut] + "..."
+	}
+	return strconv.Quote(v)
+}
+
+func shownList(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = shown(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// Evaluate tries the rules in order and returns the first that matches c.
+// When none does it returns a *DenialError; callers check its OnNoMatch.
+// Any other error means the policy is invalid (Validate catches it first).
+func (p *Policy) Evaluate(c Claims) (Decision, error) {
+	var results []RuleResult
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		res, err := r.evaluate(c)
+		if err != nil {
+			return Decision{}, err
+		}
+		results = append(results, res)
+		if res.Matched {
+			return Decision{Rule: r, Explanation: results}, nil
+		}
+	}
+	onNoMatch := p.OnNoMatch
+	if onNoMatch == "" {
+		onNoMatch = OnNoMatchFail
+	}
+	return Decision{}, &DenialError{Results: results, OnNoMatch: onNoMatch}
+}
+
+func (r *Rule) evaluate(c Claims) (RuleResult, error) {
+	res := RuleResult{Rule: r.Name}
+	if r.RequireIDToken && !c.hasVerified() {
+		res.Reason = "the job has no verified ID token but the rule requires one"
+		return res, nil
+	}
+	for _, name := range sortedKeys(r.BoundClaims) {
+		want := r.BoundClaims[name]
+		cl, ok := c[name]
+		res.Claim = name
+		switch {
+		case !ok:
+			res.Reason = name + " is absent"
+			return res, nil
+		case r.RequireIDToken && !cl.Verified:
+			res.Reason = fmt.Sprintf("%s comes from the %s but the rule requires a verified ID token", name, sourceName(cl.Source))
+			return res, nil
+		}
+		matched, err := matchAny(name, want, cl.Value)
+		if err != nil {
+			return res, fmt.Errorf("policy rule %q: bound claim %s: %w", r.Name, name, err)
+		}
+		if !matched {
+			res.Reason = fmt.Sprintf("%s is %s, rule wants one of %s", name, shown(cl.Value), shownList(want))
+			res.brief = fmt.Sprintf("%s is %s (wants %s)", name, shown(cl.Value), shownList(want))
+			return res, nil
+		}
+	}
+	res.Claim = ""
+	res.Matched = true
+	if len(r.BoundClaims) == 0 {
+		res.Reason = "matched (the rule has no bound claims)"
+	} else {
+		res.Reason = "matched"
+	}
+	return res, nil
+}
+
+func sourceName(s string) string {
+	switch s {
+	case SourceJobPayload:
+		return "job payload"
+	case "":
+		return "unknown source"
+	default:
+		return s
+	}
+}
+
+func (c Claims) hasVerified() bool {
+	for _, cl := range c {
+		if cl.Verified {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAny(name string, patterns []string, value string) (bool, error) {
+	for _, pat := range patterns {
+		if pat == "" {
+			continue
+		}
+		if isIDClaim(name) {
+			if pat == value {
+				return true, nil
+			}
+			continue
+		}
+		ok, err := doublestar.Match(pat, value)
+		if err != nil {
+			return false, fmt.Errorf("value %q is not a valid glob: %w", pat, err)
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
