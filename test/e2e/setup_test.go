@@ -1,0 +1,280 @@
+// Package e2e runs jobs through the built gitlab-okta-executor binary, driven
+// the way GitLab Runner drives a custom executor (test/harness), against
+// the real Docker engine and the Okta and GitLab test doubles on loopback.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
+)
+
+// suite is what every test shares: the built binaries and the local images.
+type suite struct {
+	binary     string
+	fakeRunner string
+	images     testimages.Images
+	docker     *client.Client
+	// exposing is a busybox image that EXPOSEs 8080, for service health
+	// waits.
+	exposing string
+}
+
+var (
+	suiteOnce sync.Once
+	theSuite  *suite
+	suiteErr  error
+)
+
+func getSuite(t *testing.T) *suite {
+	t.Helper()
+	suiteOnce.Do(func() {
+		s := &suite{}
+		bin, err := buildExecutor()
+		if err != nil {
+			suiteErr = err
+			return
+		}
+		s.binary = bin
+		s.fakeRunner = harness.BuildFakeRunner(t)
+		cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			suiteErr = err
+			return
+		}
+		s.docker = cli
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if _, err := cli.Ping(ctx); err != nil {
+			suiteErr = fmt.Errorf("these tests need a Docker engine and none answers: %w", err)
+			return
+		}
+		if s.images, err = testimages.Ensure(ctx, cli); err != nil {
+			suiteErr = err
+			return
+		}
+		if s.exposing, err = testimages.Build(ctx, cli, "gitlab-okta-executor-test/exposing",
+			"FROM "+s.images.Busybox+"\nEXPOSE 8080\n"); err != nil {
+			suiteErr = err
+			return
+		}
+		theSuite = s
+	})
+	if suiteErr != nil {
+		t.Fatal(suiteErr)
+	}
+	return theSuite
+}
+
+// buildExecutor builds the binary once per test process, statically as
+// the Makefile does, into a directory that outlives any single test.
+func buildExecutor() (string, error) {
+	dir, err := os.MkdirTemp("", "goe-e2e-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
+	out := filepath.Join(dir, "gitlab-okta-executor")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/gitlab-okta-executor/gitlab-okta-executor/cmd/gitlab-okta-executor")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the executor: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// binDir holds the built binary; TestMain removes it.
+var binDir string
+
+// world is one runner: its own runner id (so its reaper never touches
+// another test's jobs), settings file, state dir and logs.
+type world struct {
+	t        *testing.T
+	s        *suite
+	dir      string
+	runnerID string
+	settings string
+	logFile  string
+	stateDir string
+	runner   *harness.Runner
+
+	mu      sync.Mutex
+	results []*harness.Result
+}
+
+// newWorld writes a settings file: the top-level lines, then [docker]
+// lines, then any further sections (identity) verbatim.
+func newWorld(t *testing.T, topLevel, dockerLines, sections string) *world {
+	t.Helper()
+	s := getSuite(t)
+	dir, err := os.MkdirTemp("", "goe-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, s: s, dir: dir, runnerID: "e2e-" + randomHex(t, 4)}
+	w.stateDir = filepath.Join(dir, "state")
+	w.logFile = filepath.Join(dir, "executor.log")
+	w.settings = filepath.Join(dir, "settings.toml")
+	body := fmt.Sprintf(`runner_id = %q
+state_dir = %q
+log_file = %q
+log_level = "debug"
+%s
+[docker]
+runner_binary = %q
+pull_policy = ["never"]
+%s
+%s`, w.runnerID, w.stateDir, w.logFile, topLevel, s.fakeRunner, dockerLines, sections)
+	if err := os.WriteFile(w.settings, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := func(cmd string) []string { return []string{cmd, "--settings", w.settings} }
+	w.runner = &harness.Runner{
+		Binary: s.binary, ConfigArgs: args("config"), PrepareArgs: args("prepare"),
+		RunArgs: args("run"), CleanupArgs: args("cleanup"),
+		Env:                 []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir},
+		GracefulKillTimeout: 30 * time.Second,
+	}
+	registerWorld(w)
+	t.Cleanup(func() {
+		// Whatever a test left behind is a failure of that test; remove it
+		// so the next run starts clean.
+		if n := w.leftovers(); n > 0 {
+			t.Errorf("runner %s left %d containers/networks behind", w.runnerID, n)
+			w.forceRemove()
+		}
+	})
+	return w
+}
+
+// run runs one job and records its result for the final secret scan.
+func (w *world) run(job harness.Job) *harness.Result {
+	w.t.Helper()
+	if job.Payload.Image.Name == "" {
+		job.Payload.Image.Name = w.s.images.Busybox
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := w.runner.RunJob(ctx, job)
+	if err != nil {
+		w.t.Fatalf("harness: %v", err)
+	}
+	w.mu.Lock()
+	w.results = append(w.results, res)
+	w.mu.Unlock()
+	if w.t.Failed() || testing.Verbose() {
+		w.t.Logf("job %d: %s (exit %d)\n%s", res.Payload.ID, res.Outcome, res.ExitCode, res.JobLog)
+	}
+	return res
+}
+
+// selector lists this world's containers and networks.
+func (w *world) selector() filters.Args {
+	return filters.NewArgs(filters.Arg("label", "io.gitlab-okta-executor.runner="+w.runnerID))
+}
+
+func (w *world) containers() []container.Summary {
+	w.t.Helper()
+	cs, err := w.s.docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: w.selector()})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return cs
+}
+
+func (w *world) networks() []network.Summary {
+	w.t.Helper()
+	ns, err := w.s.docker.NetworkList(context.Background(), network.ListOptions{Filters: w.selector()})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ns
+}
+
+func (w *world) leftovers() int { return len(w.containers()) + len(w.networks()) }
+
+func (w *world) forceRemove() {
+	ctx := context.Background()
+	for _, c := range w.containers() {
+		w.s.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	for _, n := range w.networks() {
+		w.s.docker.NetworkRemove(ctx, n.ID)
+	}
+}
+
+// assertClean checks that the job left no container, network or state.
+func (w *world) assertClean() {
+	w.t.Helper()
+	if cs, ns := w.containers(), w.networks(); len(cs)+len(ns) > 0 {
+		w.t.Errorf("left behind: %d containers, %d networks", len(cs), len(ns))
+	}
+	entries, _ := os.ReadDir(filepath.Join(w.stateDir, "jobs"))
+	if len(entries) > 0 {
+		w.t.Errorf("state left behind for %d jobs", len(entries))
+	}
+}
+
+// executor runs a subcommand of the binary outside any job (e.g. reap).
+func (w *world) executor(args ...string) (string, error) {
+	cmd := exec.Command(w.s.binary, append(args, "--settings", w.settings)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// script is one step named "script" (the runner's build_script).
+func script(lines ...string) []harness.Step {
+	return []harness.Step{{Name: "script", Script: lines}}
+}
+
+func wantOutcome(t *testing.T, res *harness.Result, want harness.Outcome) {
+	t.Helper()
+	if res.Outcome != want {
+		t.Fatalf("outcome %s (%s), want %s\n%s", res.Outcome, res.FailureMessage, want, res.JobLog)
+	}
+}
+
+func wantLog(t *testing.T, res *harness.Result, substrings ...string) {
+	t.Helper()
+	for _, s := range substrings {
+		if !strings.Contains(res.JobLog, s) {
+			t.Errorf("job log lacks %q:\n%s", s, res.JobLog)
+		}
+	}
+}
+
+// worlds are remembered for the suite-wide secret scan (identity tests).
+var (
+	worldsMu sync.Mutex
+	worlds   []*world
+)
+
+func registerWorld(w *world) {
+	worldsMu.Lock()
+	worlds = append(worlds, w)
+	worldsMu.Unlock()
+}
