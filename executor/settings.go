@@ -88,21 +88,9 @@ type DockerSettings struct {
 	nanoCPUs    int64
 }
 
-// Duration is a time.Duration written as "90s" or "5m" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+// Duration is a time.Duration written as "90s" or "5m" in TOML; the same
+// type the policy's rule lifetimes use.
+type Duration = identity.Duration
 
 // defaultCapAdd is the small set a typical CI script needs after
 // `cap_drop ALL` (installing packages, chown in checkouts, su to a user).

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
 // stateVersion is bumped whenever JobState changes incompatibly; a stage
@@ -165,7 +167,7 @@ func (f *FileStore) Save(st *JobState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating state directory of job %d: %w", st.JobID, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "state.json"), b); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "state.json"), b); err != nil {
 		return fmt.Errorf("saving state of job %d: %w", st.JobID, err)
 	}
 	return nil
@@ -217,32 +219,6 @@ func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
 		return nil, fmt.Errorf("locking job %d: %w", jobID, err)
 	}
 	return func() { fd.Close() }, nil
-}
-
-// writeFileAtomic writes b to name through a 0600 temp file in the same
-// directory, fsyncs it and renames it over name.
-func writeFileAtomic(name string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
 }
 
 // MemStore is the in-memory StateStore for stage unit tests. It passes the
