@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
 )
 
 // Defaults for Config fields left zero.
@@ -80,6 +81,8 @@ type Client struct {
 	maxRateLimitWait time.Duration
 	// sleep waits for d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
+	// nonces are the DPoP nonces last received, per issuer.
+	nonces nonceStore
 }
 
 var _ identity.Provider = (*Client)(nil)
@@ -153,7 +156,13 @@ func New(cfg Config) (*Client, error) {
 // when the successful request was sent, so ExpiresAt never overstates the
 // token's life. JTI and ClientID come from the token's payload, read without
 // verification for the audit trail; an opaque token leaves JTI empty.
+// Issue only accepts Bearer tokens; IssueDPoP gets DPoP-bound ones.
 func (c *Client) Issue(ctx context.Context, req identity.TokenRequest) (identity.Token, error) {
+	return c.issue(ctx, req, nil)
+}
+
+// issue implements Issue and, with a key, IssueDPoP.
+func (c *Client) issue(ctx context.Context, req identity.TokenRequest, key *dpop.Key) (identity.Token, error) {
 	const kind = "token"
 	if len(req.Scopes) == 0 {
 		return identity.Token{}, fmt.Errorf("okta %s endpoint: no scopes requested", kind)
@@ -167,14 +176,20 @@ func (c *Client) Issue(ctx context.Context, req identity.TokenRequest) (identity
 	if err != nil {
 		return identity.Token{}, fmt.Errorf("okta %s endpoint: %w", kind, err)
 	}
-	res, err := c.do(ctx, call{
+	cl := call{
 		kind:     kind,
 		endpoint: issuer + "/v1/token",
 		form: url.Values{
 			"grant_type": {"client_credentials"},
 			"scope":      {strings.Join(req.Scopes, " ")},
 		},
-	})
+	}
+	var res *result
+	if key != nil {
+		res, err = c.doDPoP(ctx, cl, issuer, key)
+	} else {
+		res, err = c.do(ctx, cl)
+	}
 	if err != nil {
 		return identity.Token{}, err
 	}
@@ -195,9 +210,14 @@ func (c *Client) Issue(ctx context.Context, req identity.TokenRequest) (identity
 		return identity.Token{}, fmt.Errorf("okta %s endpoint: response has no access_token (request id %s)", kind, res.requestID)
 	case body.ExpiresIn <= 0:
 		return identity.Token{}, fmt.Errorf("okta %s endpoint: response has no positive expires_in (request id %s)", kind, res.requestID)
-	case !strings.EqualFold(body.TokenType, "Bearer"):
-		// DPoP tokens need a proof this client does not make.
+	case key == nil && !strings.EqualFold(body.TokenType, "Bearer"):
+		// A DPoP token needs proofs only IssueDPoP makes.
 		return identity.Token{}, fmt.Errorf("okta %s endpoint: unsupported token_type %q (request id %s)", kind, sanitize(body.TokenType, nil), res.requestID)
+	}
+	if key != nil {
+		if err := c.checkDPoPBinding(ctx, issuer, body.TokenType, body.AccessToken, key, res.requestID); err != nil {
+			return identity.Token{}, err
+		}
 	}
 	scopes := req.Scopes
 	if body.Scope != nil {
@@ -205,9 +225,13 @@ func (c *Client) Issue(ctx context.Context, req identity.TokenRequest) (identity
 		scopes = strings.Fields(*body.Scope)
 	}
 	claims := peekClaims(body.AccessToken)
+	tokenType := "Bearer"
+	if key != nil {
+		tokenType = "DPoP"
+	}
 	tok := identity.Token{
 		Value:     identity.Secret(body.AccessToken),
-		Type:      "Bearer",
+		Type:      tokenType,
 		Issuer:    issuer,
 		ClientID:  c.clientID,
 		Scopes:    append([]string(nil), scopes...),
@@ -222,9 +246,14 @@ func (c *Client) Issue(ctx context.Context, req identity.TokenRequest) (identity
 		}
 		tok.ClientID = claims.CID
 	}
-	c.log.Info("okta token issued", "issuer", issuer, "client_id", tok.ClientID, "jti", tok.JTI,
+	logArgs := []any{"issuer", issuer, "client_id", tok.ClientID, "jti", tok.JTI,
 		"scopes", strings.Join(tok.Scopes, " "), "expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339),
-		"attempts", res.attempts, "duration", res.duration, "request_id", res.requestID)
+		"attempts", res.attempts, "duration", res.duration, "request_id", res.requestID}
+	if key != nil {
+		// The thumbprint is public: it is the token's cnf.jkt.
+		logArgs = append(logArgs, "token_type", tok.Type, "jkt", key.Thumbprint())
+	}
+	c.log.Info("okta token issued", logArgs...)
 	return tok, nil
 }
 

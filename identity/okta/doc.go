@@ -11,4 +11,12 @@
 // retried with exponential full-jitter backoff; a 429 waits until Okta's
 // X-Rate-Limit-Reset. OAuth errors are returned at once as *OAuthError and
 // exhausted retries as *UnavailableError, so callers decide with errors.As.
+//
+// IssueDPoP gets DPoP-bound tokens (RFC 9449) for apps with Okta's
+// dpop_bound_access_tokens: every attempt carries a fresh proof made with the
+// job's identity/dpop key, Okta's use_dpop_nonce challenge is answered once
+// and its nonce remembered per issuer, and the answer must be token_type DPoP
+// with cnf.jkt naming the key. Revocation and introspection of a DPoP token
+// are the same calls as for a Bearer token: Okta authenticates them by the
+// client assertion and asks for no proof.
 package okta

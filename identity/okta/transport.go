@@ -35,6 +35,12 @@ type call struct {
 	endpoint string     // the exact URL, also the assertion audience
 	form     url.Values // without client authentication
 	secret   string     // a credential sent in form, redacted from errors
+	// proof, when set, makes the DPoP proof header of each attempt at
+	// sentAt, so that every attempt carries a fresh jti.
+	proof func(sentAt time.Time) (string, error)
+	// onHeader, when set, sees the headers of every answer (to pick up a
+	// DPoP-Nonce).
+	onHeader func(http.Header)
 }
 
 // result is a 2xx answer.
@@ -113,6 +119,13 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "gitlab-okta-executor")
+	var proof string
+	if cl.proof != nil {
+		if proof, err = cl.proof(sentAt); err != nil {
+			return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
+		}
+		req.Header.Set("DPoP", proof)
+	}
 
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -124,6 +137,9 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	}
 	defer resp.Body.Close()
 	requestID := sanitize(resp.Header.Get("X-Okta-Request-Id"), nil)
+	if cl.onHeader != nil {
+		cl.onHeader(resp.Header)
+	}
 	body, truncated, readErr := readLimited(resp.Body)
 	c.log.Debug("okta request", "endpoint", cl.kind, "attempt", attempt, "status", resp.StatusCode,
 		"duration", c.clock().Sub(sentAt), "request_id", requestID)
@@ -136,7 +152,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, &retryableError{err: fmt.Errorf("read %d response (request id %s): %w", resp.StatusCode, requestID, readErr)}
 	}
 
-	redact := []string{assertion, cl.secret}
+	redact := []string{assertion, cl.secret, proof}
 	switch status := resp.StatusCode; {
 	case status >= 200 && status < 300:
 		if truncated {

@@ -7,9 +7,11 @@
 // iat (with a small leeway), optionally aud, and that scp holds the required
 // scope. Local validation cannot see a revocation, so a revoked token is
 // accepted until it expires; that is why the executor keeps lifetimes short
-// (see the project docs). A DPoP-bound token (one with cnf.jkt) is refused:
-// this resource only accepts Bearer tokens and RFC 9449 forbids accepting a
-// bound token without its proof.
+// (see the project docs).
+//
+// A DPoP-bound token (one with cnf.jkt, RFC 9449) is accepted only as
+// "Authorization: DPoP <token>" with a valid proof in the DPoP header (see
+// dpop.go); presented as a Bearer token, or without its proof, it is refused.
 package demoresource
 
 import (
@@ -73,8 +75,9 @@ func invalidToken(format string, args ...any) *TokenError {
 
 // Resource serves GET /hello (protected) and GET /healthz (open).
 type Resource struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	proofs replayCache // DPoP proof jtis seen
 }
 
 // New checks cfg and returns the resource.
@@ -111,8 +114,24 @@ func New(cfg Config) (*Resource, error) {
 	return r, nil
 }
 
-// Verify validates a raw access token and returns its claims.
+// Verify validates a raw Bearer access token and returns its claims. A
+// DPoP-bound token is refused: it is only good with its proof.
 func (r *Resource) Verify(token string) (*Claims, error) {
+	c, err := r.verifyToken(token)
+	if err != nil {
+		return nil, err
+	}
+	if c.Cnf != nil {
+		return nil, invalidToken("the token is DPoP-bound; present it as a DPoP token with its proof")
+	}
+	if err := r.checkScope(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// verifyToken checks the token's signature, issuer, audience and times.
+func (r *Resource) verifyToken(token string) (*Claims, error) {
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return nil, invalidToken("the token is not an RS256-signed JWT")
@@ -145,14 +164,16 @@ func (r *Resource) Verify(token string) (*Claims, error) {
 			return nil, invalidToken("the token is not valid yet")
 		}
 	}
-	if c.Cnf != nil {
-		return nil, invalidToken("the token is DPoP-bound; this resource accepts only Bearer tokens")
-	}
+	return &c, nil
+}
+
+// checkScope requires the configured scope in scp.
+func (r *Resource) checkScope(c *Claims) error {
 	if !slices.Contains(c.Scopes, r.cfg.Scope) {
-		return nil, &TokenError{Status: http.StatusForbidden, Code: "insufficient_scope",
+		return &TokenError{Status: http.StatusForbidden, Code: "insufficient_scope",
 			Description: fmt.Sprintf("the token lacks scope %s", r.cfg.Scope)}
 	}
-	return &c, nil
+	return nil
 }
 
 // ServeHTTP serves the resource.
@@ -175,9 +196,12 @@ func (r *Resource) hello(w http.ResponseWriter, req *http.Request) {
 		if sw != nil {
 			sw.reason = te.Description
 		}
-		challenge := fmt.Sprintf(`Bearer error=%q, error_description=%q`, te.Code, te.Description)
+		challenge := fmt.Sprintf(`%s error=%q, error_description=%q`, challengeScheme(req), te.Code, te.Description)
 		if te.Code == "insufficient_scope" {
 			challenge += fmt.Sprintf(`, scope=%q`, r.cfg.Scope)
+		}
+		if challengeScheme(req) == "DPoP" {
+			challenge += fmt.Sprintf(`, algs=%q`, proofAlgNames)
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
 		http.Error(w, te.Description, te.Status)
@@ -196,10 +220,15 @@ func (r *Resource) authorize(req *http.Request) (*Claims, error) {
 	if h == "" {
 		return nil, invalidToken("no bearer token in the Authorization header")
 	}
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-		return nil, invalidToken("the Authorization header is not a Bearer token")
+	token = strings.TrimSpace(token)
+	switch {
+	case !ok || token == "":
+	case strings.EqualFold(scheme, "Bearer"):
+		return r.Verify(token)
+	case strings.EqualFold(scheme, "DPoP"):
+		return r.verifyDPoP(req, token)
 	}
-	return r.Verify(strings.TrimSpace(token))
+	return nil, invalidToken("the Authorization header is not a Bearer token (nor a DPoP one)")
 }
 
 type statusWriter struct {
