@@ -20,8 +20,20 @@ type Identity interface {
 	// RevokeAll revokes every unrevoked token; reason names who asks
 	// ("cleanup", "reap", "prepare failed").
 	RevokeAll(ctx context.Context, st *JobState, save func() error, reason string) error
-	// TokenFile is the token file's path inside the build container.
+	// TokenFile is the token file's path inside the build container; its
+	// directory is the container's identity tmpfs.
 	TokenFile() string
+	// SecretFiles are the files the job's identity consists of in that
+	// tmpfs: the current token and, in dpop mode, the proof key.
+	SecretFiles(st *JobState) []SecretFile
+	// Secrets are the values to mask in the job's output.
+	Secrets(st *JobState) []string
 	// ExecEnv is the environment a script exec gets for the current token.
 	ExecEnv(st *JobState) []string
+}
+
+// SecretFile is one file of the job's identity in its tmpfs.
+type SecretFile struct {
+	Path    string
+	Content string
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
 )
 
 // IDTokenVerifier verifies a GitLab ID token for one job.
@@ -33,11 +35,19 @@ type OAuthFailure interface {
 	JobFault() bool
 }
 
+// DPoPIssuer issues DPoP-bound tokens; the Okta client implements it.
+type DPoPIssuer interface {
+	IssueDPoP(ctx context.Context, req identity.TokenRequest, key *dpop.Key) (identity.Token, error)
+}
+
 // IdentityManager implements Identity over an identity.Provider, the
 // policy, the GitLab ID-token verifier and the audit log.
 type IdentityManager struct {
 	Settings *Settings
+	// Provider acts as the runner's service app.
 	Provider identity.Provider
+	// DPoPProvider acts as the app of dpop-mode rules; nil means Provider.
+	DPoPProvider identity.Provider
 	// Verifier is nil when no [gitlab] section is configured.
 	Verifier IDTokenVerifier
 	Audit    AuditRecorder
@@ -60,6 +70,40 @@ func (m *IdentityManager) now() time.Time {
 // TokenFile implements Identity.
 func (m *IdentityManager) TokenFile() string { return m.Settings.Identity.Delivery.TokenFile }
 
+// dpopKeyFile is the proof key's path, beside the token in the tmpfs.
+func (m *IdentityManager) dpopKeyFile() string {
+	return path.Join(path.Dir(m.TokenFile()), "dpop-key.pem")
+}
+
+// SecretFiles implements Identity.
+func (m *IdentityManager) SecretFiles(st *JobState) []SecretFile {
+	cur := st.Identity.Current()
+	if cur == nil {
+		return nil
+	}
+	files := []SecretFile{{Path: m.TokenFile(), Content: cur.Token}}
+	if st.Identity.DPoPKey != "" {
+		files = append(files, SecretFile{Path: m.dpopKeyFile(), Content: st.Identity.DPoPKey})
+	}
+	return files
+}
+
+// Secrets implements Identity: the current token and, in dpop mode, each
+// base64 line of the proof key, so neither can be printed whole.
+func (m *IdentityManager) Secrets(st *JobState) []string {
+	cur := st.Identity.Current()
+	if cur == nil {
+		return nil
+	}
+	out := []string{cur.Token}
+	for _, line := range strings.Split(st.Identity.DPoPKey, "\n") {
+		if line != "" && !strings.HasPrefix(line, "-----") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // ExecEnv implements Identity.
 func (m *IdentityManager) ExecEnv(st *JobState) []string {
 	cur := st.Identity.Current()
@@ -67,11 +111,19 @@ func (m *IdentityManager) ExecEnv(st *JobState) []string {
 		return nil
 	}
 	d := m.Settings.Identity.Delivery
+	tokenType := "Bearer"
+	if st.Identity.Mode == identity.ModeDPoP {
+		tokenType = "DPoP"
+	}
 	env := []string{
 		d.EnvPrefix + "ACCESS_TOKEN_FILE=" + d.TokenFile,
+		d.EnvPrefix + "TOKEN_TYPE=" + tokenType,
 		d.EnvPrefix + "TOKEN_EXPIRES_AT=" + cur.ExpiresAt.UTC().Format(time.RFC3339),
 		d.EnvPrefix + "ISSUER=" + cur.Issuer,
 		d.EnvPrefix + "SCOPES=" + strings.Join(st.Identity.Scopes, " "),
+	}
+	if st.Identity.DPoPKey != "" {
+		env = append(env, d.EnvPrefix+"DPOP_KEY_FILE="+m.dpopKeyFile())
 	}
 	if d.ExportsToken() {
 		env = append(env, d.EnvPrefix+"ACCESS_TOKEN="+cur.Token)
@@ -143,6 +195,13 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		Rule: rule.Name, Mode: mode, Issuer: m.Settings.Identity.IssuerFor(rule.AuthorizationServer),
 		Scopes: append([]string(nil), rule.Scopes...), Lifetime: int64(lifetime / time.Second),
 	}
+	if mode == identity.ModeDPoP {
+		key, err := dpop.GenerateKey()
+		if err != nil {
+			return fmt.Errorf("generating the job's DPoP key: %w", err)
+		}
+		st.Identity.DPoPKey = string(key.MarshalPEM())
+	}
 	return m.issue(ctx, st, save, identity.EventIssued)
 }
 
@@ -165,7 +224,7 @@ func (m *IdentityManager) Reissue(ctx context.Context, st *JobState, save func()
 
 func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() error, event string) error {
 	start := m.now()
-	tok, err := m.Provider.Issue(ctx, identity.TokenRequest{Issuer: st.Identity.Issuer, Scopes: st.Identity.Scopes})
+	tok, err := m.request(ctx, st)
 	if err != nil {
 		m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "issue_failed", Reason: err.Error()})
 		var of OAuthFailure
@@ -186,7 +245,7 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	})
 	if err := save(); err != nil {
 		// The token is live but not in the ledger: revoke it right away.
-		if _, rerr := m.Provider.Revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value); rerr != nil {
+		if _, rerr := m.providerFor(&LedgerEntry{ClientID: tok.ClientID}).Revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value); rerr != nil {
 			m.Log.Error("token issued but neither recorded nor revoked", "job", st.JobID, "jti", tok.JTI, "error", rerr)
 		}
 		return fmt.Errorf("recording the issued token: %w", err)
@@ -195,6 +254,41 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 		ExpiresAt: &expires, OktaRequestID: tok.RequestID})
 	m.Log.Info("token "+event, "job", st.JobID, "rule", st.Identity.Rule, "jti", tok.JTI, "expires_at", expires, "duration", m.now().Sub(start))
 	return nil
+}
+
+// request asks the provider for a token of the job's grant: a bearer
+// token, or in dpop mode one bound to the job's proof key.
+func (m *IdentityManager) request(ctx context.Context, st *JobState) (identity.Token, error) {
+	req := identity.TokenRequest{Issuer: st.Identity.Issuer, Scopes: st.Identity.Scopes}
+	if st.Identity.Mode != identity.ModeDPoP {
+		return m.Provider.Issue(ctx, req)
+	}
+	di, ok := m.dpopProvider().(DPoPIssuer)
+	if !ok {
+		return identity.Token{}, errors.New("the identity provider cannot issue DPoP-bound tokens")
+	}
+	key, err := dpop.ParseKey([]byte(st.Identity.DPoPKey))
+	if err != nil {
+		return identity.Token{}, fmt.Errorf("reading the job's DPoP key: %w", err)
+	}
+	return di.IssueDPoP(ctx, req, key)
+}
+
+func (m *IdentityManager) dpopProvider() identity.Provider {
+	if m.DPoPProvider != nil {
+		return m.DPoPProvider
+	}
+	return m.Provider
+}
+
+// providerFor returns the provider acting as the app that owns a token:
+// Okta lets a client revoke only its own tokens, and answers 200 without
+// revoking anything when another client asks.
+func (m *IdentityManager) providerFor(t *LedgerEntry) identity.Provider {
+	if m.DPoPProvider != nil && t.ClientID != "" && t.ClientID == m.Settings.Identity.DPoP.ClientID {
+		return m.DPoPProvider
+	}
+	return m.Provider
 }
 
 // RevokeStale implements Identity.
@@ -224,9 +318,10 @@ func (m *IdentityManager) revoke(ctx context.Context, st *JobState, save func() 
 			continue
 		}
 		exp := t.ExpiresAt
-		reqID, err := m.Provider.Revoke(ctx, t.Issuer, identity.Secret(t.Token))
+		p := m.providerFor(t)
+		reqID, err := p.Revoke(ctx, t.Issuer, identity.Secret(t.Token))
 		if err == nil && m.Settings.Identity.IntrospectOnRevoke {
-			active, ierr := m.Provider.Introspect(ctx, t.Issuer, identity.Secret(t.Token))
+			active, ierr := p.Introspect(ctx, t.Issuer, identity.Secret(t.Token))
 			switch {
 			case ierr != nil:
 				err = fmt.Errorf("confirming revocation: %w", ierr)

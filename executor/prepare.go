@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // shellProbe starts the first shell found, in the order the Docker
@@ -33,6 +35,10 @@ fi
 // runnerBinaryTarget is where the gitlab-runner binary appears in the build
 // container; /usr/local/bin is on every image's default PATH.
 const runnerBinaryTarget = "/usr/local/bin/gitlab-runner"
+
+// selfBinaryTarget is where a dpop-mode job finds this executor, for
+// `gitlab-okta-executor dpop-proof`.
+const selfBinaryTarget = "/usr/local/bin/gitlab-okta-executor"
 
 // opportunisticReap bounds the reap every prepare runs, so a busy host
 // cleans up after crashed jobs without a timer and without slowing jobs.
@@ -165,7 +171,7 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		s.waitForService(ctx, svc, svcIDs[i], netID, svcPorts[i])
 	}
 
-	mounts, err := s.buildMounts(p, runnerBin)
+	mounts, err := s.buildMounts(p, runnerBin, st)
 	if err != nil {
 		return err
 	}
@@ -186,7 +192,7 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 
 	if cur := st.Identity.Current(); cur != nil {
-		if err := s.writeTokenFile(ctx, buildID, st.User, cur.Token); err != nil {
+		if err := s.writeSecretFiles(ctx, buildID, st); err != nil {
 			return err
 		}
 		s.jobf("Okta identity: rule %q, scopes %s, expires %s, token file %s",
@@ -302,7 +308,7 @@ func (s *Stages) securityOpt() []string {
 
 // buildMounts: a per-job builds volume, the per-project cache volume, the
 // gitlab-runner binary, the identity tmpfs and the operator's volumes.
-func (s *Stages) buildMounts(p *Payload, runnerBin string) ([]Mount, error) {
+func (s *Stages) buildMounts(p *Payload, runnerBin string, st *JobState) ([]Mount, error) {
 	mounts := []Mount{
 		{Type: MountVolume, Target: s.Settings.BuildsDir},
 		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID), Target: s.Settings.CacheDir},
@@ -313,6 +319,14 @@ func (s *Stages) buildMounts(p *Payload, runnerBin string) ([]Mount, error) {
 		// sticky bit lets the script user create its 0400 file without
 		// the directory belonging to it.
 		mounts = append(mounts, Mount{Type: MountTmpfs, Target: path.Dir(s.Identity.TokenFile()), TmpfsMode: 0o1777, TmpfsSize: 1 << 20})
+	}
+	if st.Identity != nil && st.Identity.Mode == identity.ModeDPoP {
+		// The job signs its DPoP proofs with this same (static) binary.
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the executor binary for dpop-proof: %w", err)
+		}
+		mounts = append(mounts, Mount{Type: MountBind, Source: self, Target: selfBinaryTarget, ReadOnly: true})
 	}
 	for _, v := range s.Settings.Docker.Volumes {
 		m, err := parseVolume(v)

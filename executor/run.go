@@ -76,9 +76,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		if st != nil {
 			env = s.Identity.ExecEnv(st)
 			user = st.User
-			if cur := st.Identity.Current(); cur != nil {
-				secrets = append(secrets, cur.Token)
-			}
+			secrets = s.Identity.Secrets(st)
 		}
 	}
 	if mask == nil {
@@ -178,7 +176,7 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	if err := s.Identity.Reissue(ctx, st, save); err != nil {
 		return nil, fmt.Errorf("refreshing the job's token: %w", err)
 	}
-	if err := s.writeTokenFile(ctx, containerID, st.User, st.Identity.Current().Token); err != nil {
+	if err := s.writeSecretFiles(ctx, containerID, st); err != nil {
 		return nil, err
 	}
 	if err := s.Identity.RevokeStale(ctx, st, save); err != nil {
@@ -187,22 +185,24 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	return st, nil
 }
 
-// writeTokenFile puts the token in the container's identity tmpfs as a
-// 0400 file of the script user, replacing any previous one atomically. The
-// token travels on the exec's stdin: never in arguments or environment.
-func (s *Stages) writeTokenFile(ctx context.Context, containerID, user, token string) error {
-	file := s.Identity.TokenFile()
-	script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(file))
-	var stderr strings.Builder
-	code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
-		Cmd: []string{"sh", "-c", script}, User: user,
-		Stdin: strings.NewReader(token), Stdout: io.Discard, Stderr: &stderr,
-	})
-	if err != nil {
-		return fmt.Errorf("writing token file: %w", err)
-	}
-	if code != 0 {
-		return fmt.Errorf("writing token file %s: exit code %d: %s", file, code, strings.TrimSpace(stderr.String()))
+// writeSecretFiles puts the identity's files in the container's tmpfs as
+// 0400 files of the script user, each replacing any previous one
+// atomically. Contents travel on the exec's stdin: never in arguments or
+// environment.
+func (s *Stages) writeSecretFiles(ctx context.Context, containerID string, st *JobState) error {
+	for _, f := range s.Identity.SecretFiles(st) {
+		script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(f.Path))
+		var stderr strings.Builder
+		code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
+			Cmd: []string{"sh", "-c", script}, User: st.User,
+			Stdin: strings.NewReader(f.Content), Stdout: io.Discard, Stderr: &stderr,
+		})
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", f.Path, err)
+		}
+		if code != 0 {
+			return fmt.Errorf("writing %s: exit code %d: %s", f.Path, code, strings.TrimSpace(stderr.String()))
+		}
 	}
 	return nil
 }

@@ -48,8 +48,25 @@ type IdentitySettings struct {
 
 	Delivery DeliverySettings `toml:"delivery"`
 
+	// DPoP is the service app dpop-mode rules use. Okta binds every token
+	// of an app with "Require DPoP" on, so such an app cannot serve token
+	// mode; without this section dpop rules use the main app.
+	DPoP DPoPAppSettings `toml:"dpop"`
+
 	privateKeyPEM []byte
 }
+
+// DPoPAppSettings name the service app for dpop-mode rules.
+type DPoPAppSettings struct {
+	ClientID       string `toml:"client_id"`
+	PrivateKeyFile string `toml:"private_key_file"`
+	KeyID          string `toml:"key_id"`
+
+	privateKeyPEM []byte
+}
+
+// PrivateKeyPEM is the key file's content, read during validation.
+func (d *DPoPAppSettings) PrivateKeyPEM() []byte { return d.privateKeyPEM }
 
 // DeliverySettings say how the token reaches the job.
 type DeliverySettings struct {
@@ -180,6 +197,17 @@ func (s *Settings) validateIdentity() error {
 	}
 	if o.KeyID == "" {
 		add("okta.key_id is required: Okta picks the app's key by kid")
+	}
+	if dp := &o.DPoP; dp.ClientID != "" || dp.PrivateKeyFile != "" || dp.KeyID != "" {
+		if dp.ClientID == "" || dp.PrivateKeyFile == "" || dp.KeyID == "" {
+			add("okta.dpop needs client_id, private_key_file and key_id together")
+		} else if b, err := readPrivateFile(dp.PrivateKeyFile); err != nil {
+			add("okta.dpop.private_key_file: %v", err)
+		} else if _, err := okta.LoadPrivateKey(b); err != nil {
+			add("okta.dpop.private_key_file %s: %v", dp.PrivateKeyFile, err)
+		} else {
+			dp.privateKeyPEM = b
+		}
 	}
 	switch o.KeyAlgorithm {
 	case "", "RS256", "ES256":

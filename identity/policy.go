@@ -31,6 +31,9 @@ const (
 // Token modes.
 const (
 	ModeToken = "token"
+	// ModeDPoP issues DPoP-bound tokens (RFC 9449): useless without the
+	// per-job proof key that lives in the job's tmpfs.
+	ModeDPoP = "dpop"
 )
 
 // Okta's access-policy rules allow token lifetimes from 5 minutes to 1 day
@@ -58,7 +61,9 @@ type Rule struct {
 	// AuthorizationServer is the id of a custom authorization server other
 	// than the settings default.
 	AuthorizationServer string `toml:"authorization_server"`
-	// Mode is "" or "token" (a plain bearer token).
+	// Mode is "" or "token" (a plain bearer token) or "dpop" (a token bound
+	// to a per-job key; the job signs proofs with `gitlab-okta-executor
+	// dpop-proof`).
 	Mode string `toml:"mode"`
 }
 
@@ -169,9 +174,9 @@ func (p *Policy) Validate() error {
 			bad("authorization_server %q is not an authorization server id", r.AuthorizationServer)
 		}
 		switch r.Mode {
-		case "", ModeToken:
+		case "", ModeToken, ModeDPoP:
 		default:
-			bad("mode %q is not supported (use %q)", r.Mode, ModeToken)
+			bad("mode %q is not supported (use %q or %q)", r.Mode, ModeToken, ModeDPoP)
 		}
 		for _, name := range sortedKeys(r.BoundClaims) {
 			values := r.BoundClaims[name]

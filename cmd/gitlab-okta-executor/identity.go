@@ -31,8 +31,21 @@ func newIdentity(_ context.Context, s *executor.Settings, jobLog io.Writer, log 
 	if err != nil {
 		return nil, nil, fmt.Errorf("configuring the Okta client: %w", err)
 	}
+	var dpopProvider identity.Provider
+	if dp := &s.Identity.DPoP; dp.ClientID != "" {
+		dkey, err := okta.LoadPrivateKey(dp.PrivateKeyPEM())
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading okta.dpop.private_key_file: %w", err)
+		}
+		if dpopProvider, err = okta.New(okta.Config{
+			ClientID: dp.ClientID, Key: dkey, KeyID: dp.KeyID, HTTPClient: httpClient, Logger: log.Named("okta-dpop"),
+		}); err != nil {
+			return nil, nil, fmt.Errorf("configuring the Okta client of the dpop app: %w", err)
+		}
+	}
 	m := &executor.IdentityManager{
-		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
+		DPoPProvider: dpopProvider,
+		Settings:     s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
 		Audit: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")},
 	}
 	if s.GitLab.URL != "" {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor/docker"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -36,6 +37,8 @@ commands:
   run        run a script: run [--settings FILE] <script> <sub-stage> (run_exec)
   cleanup    revoke the job's tokens, remove its containers (cleanup_exec)
   reap       remove containers and credentials of jobs that are gone
+  dpop-proof print a DPoP proof for a request (inside dpop-mode jobs):
+             dpop-proof --method GET --url URL [--key-file F] [--token-file F]
   version    print the version
 `
 
@@ -51,6 +54,11 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return systemFailure
+	}
+	if args[0] == "dpop-proof" {
+		// Runs inside job containers: no settings, no Docker, its own
+		// exit codes (0 ok, 1 failure, 2 usage).
+		return dpop.ProofCommand(args[1:], stdout, stderr, getenv)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

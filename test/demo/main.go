@@ -8,8 +8,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -25,7 +23,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
 	"github.com/go-jose/go-jose/v4"
 
@@ -40,7 +37,6 @@ const (
 	clientID = "0oa-demo-runner"
 	keyID    = "demo-key-1"
 	scope    = "demo:read"
-	resource = "gitlab-okta-executor-test/demo-resource:latest"
 )
 
 func main() {
@@ -74,7 +70,9 @@ func run(executorBin, issuerBin string) error {
 	if err != nil {
 		return err
 	}
-	if err := buildResourceImage(ctx, cli, work); err != nil {
+	wd, _ := os.Getwd()
+	resource, err := testimages.DemoResource(ctx, cli, wd)
+	if err != nil {
 		return err
 	}
 	runnerBin := filepath.Join(work, "gitlab-runner")
@@ -225,45 +223,6 @@ func goBuild(pkg, out string) error {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// buildResourceImage puts the static demo-resource binary in a scratch image.
-func buildResourceImage(ctx context.Context, cli *client.Client, work string) error {
-	bin := filepath.Join(work, "demo-resource")
-	if err := goBuild("./test/demoresource/cmd/demo-resource", bin); err != nil {
-		return err
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	files := map[string][]byte{
-		"Dockerfile":    []byte("FROM scratch\nCOPY demo-resource /demo-resource\nEXPOSE 8080\nENTRYPOINT [\"/demo-resource\"]\n"),
-		"demo-resource": b,
-	}
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(content))}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(content); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{Tags: []string{resource}, Remove: true, ForceRemove: true})
-	if err != nil {
-		return fmt.Errorf("building %s: %w", resource, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if bytes.Contains(out, []byte(`"error"`)) {
-		return fmt.Errorf("building %s: %s", resource, out)
 	}
 	return nil
 }

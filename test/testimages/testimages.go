@@ -595,3 +595,31 @@ func (r *rootfs) tar() ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// DemoResourceRef is the image of test/demoresource: a protected resource
+// that validates Okta access tokens (Bearer and DPoP) and listens on 8080.
+const DemoResourceRef = "gitlab-okta-executor-test/demo-resource:latest"
+
+// DemoResource builds the static demo-resource binary from this module and
+// puts it in a scratch image that EXPOSEs 8080 (so prepare waits for it).
+// moduleDir is the module's root.
+func DemoResource(ctx context.Context, cli *client.Client, moduleDir string) (string, error) {
+	dir, err := os.MkdirTemp("", "demo-resource-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "demo-resource")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./test/demoresource/cmd/demo-resource")
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building demo-resource: %v\n%s", err, out)
+	}
+	var r rootfs
+	r.hostFile("demo-resource", 0o755, bin)
+	if _, err := ensure(ctx, cli, DemoResourceRef, "FROM scratch\n"+rootfsDockerfileTail+"EXPOSE 8080\nENTRYPOINT [\"/demo-resource\"]\n", &r, ""); err != nil {
+		return "", err
+	}
+	return DemoResourceRef, nil
+}
