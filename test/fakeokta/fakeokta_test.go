@@ -63,7 +63,7 @@ func TestNotFound(t *testing.T) {
 	if r.Header.Get("X-Okta-Request-Id") == "" || r.Header.Get("X-Rate-Limit-Limit") == "" {
 		t.Errorf("missing common headers: %v", r.Header)
 	}
-	for _, p := range []string{"/", "/api/v1/apps", "/oauth2/default/v1/authorize", "/oauth2/default"} {
+	for _, p := range []string{"/", "/api/v2/apps", "/oauth2/default/v1/authorize", "/oauth2/default"} {
 		r := e.get(e.srv.URL() + p)
 		if r.StatusCode != http.StatusNotFound {
 			t.Errorf("%s: %d", p, r.StatusCode)

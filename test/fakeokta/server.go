@@ -63,6 +63,11 @@ type Options struct {
 	// Logger receives one line per request (never a token or assertion);
 	// default discards.
 	Logger hclog.Logger
+
+	// AppRateLimit is the per-minute limit of the management API's app
+	// create/lifecycle/delete bucket (see mgmt.go); default
+	// DefaultAppRateLimit.
+	AppRateLimit int
 }
 
 // Client is a registered service app that authenticates with
@@ -143,6 +148,8 @@ type Server struct {
 	usedJTIs    map[string]time.Time // "assertion|client|jti" or "dpop|jti" -> forget after
 	hits        map[string]int       // URL path -> requests
 	buckets     map[string]*bucket
+
+	mgmt *mgmtState // management API state (mgmt.go), guarded by mu
 }
 
 type authServer struct {
@@ -210,6 +217,7 @@ func Start(opts Options) (*Server, error) {
 		usedJTIs:    map[string]time.Time{},
 		hits:        map[string]int{},
 		buckets:     map[string]*bucket{},
+		mgmt:        newMgmtState(opts.AppRateLimit),
 	}
 	s.srv = &http.Server{
 		Handler:           s,
@@ -548,6 +556,9 @@ const (
 )
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if s.routeMgmt(w, r) { // management API and org token endpoint (mgmt.go)
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/oauth2/")
 	if !ok {
 		writeNotFound(w, r.URL.Path)
