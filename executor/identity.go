@@ -30,6 +30,9 @@ type Identity interface {
 	Secrets(st *JobState) []string
 	// ExecEnv is the environment a script exec gets for the current token.
 	ExecEnv(st *JobState) []string
+	// ReapApps deletes this runner's job apps (app mode) whose job is not
+	// live, returning how many it deleted.
+	ReapApps(ctx context.Context, live func(jobID int64) bool) (int, error)
 }
 
 // SecretFile is one file of the job's identity in its tmpfs.

@@ -48,6 +48,12 @@ type IdentityManager struct {
 	Provider identity.Provider
 	// DPoPProvider acts as the app of dpop-mode rules; nil means Provider.
 	DPoPProvider identity.Provider
+	// Apps and AppProvider serve app-mode rules; nil when none is
+	// configured.
+	Apps        AppManager
+	AppProvider AppProvider
+	// Store lets app mode tell whether a job still exists.
+	Store StateStore
 	// Verifier is nil when no [gitlab] section is configured.
 	Verifier IDTokenVerifier
 	Audit    AuditRecorder
@@ -75,15 +81,27 @@ func (m *IdentityManager) dpopKeyFile() string {
 	return path.Join(path.Dir(m.TokenFile()), "dpop-key.pem")
 }
 
+// appKeyFile is where a credentials-delivery job finds its app's key.
+func (m *IdentityManager) appKeyFile() string {
+	return path.Join(path.Dir(m.TokenFile()), "app-key.pem")
+}
+
+// deliversCredentials reports an app-mode job handed its app's key.
+func deliversCredentials(st *JobState) bool {
+	return st.Identity.App != nil && st.Identity.App.Deliver == identity.DeliverCredentials
+}
+
 // SecretFiles implements Identity.
 func (m *IdentityManager) SecretFiles(st *JobState) []SecretFile {
-	cur := st.Identity.Current()
-	if cur == nil {
-		return nil
+	var files []SecretFile
+	if cur := st.Identity.Current(); cur != nil {
+		files = append(files, SecretFile{Path: m.TokenFile(), Content: cur.Token})
 	}
-	files := []SecretFile{{Path: m.TokenFile(), Content: cur.Token}}
 	if st.Identity.DPoPKey != "" {
 		files = append(files, SecretFile{Path: m.dpopKeyFile(), Content: st.Identity.DPoPKey})
+	}
+	if deliversCredentials(st) {
+		files = append(files, SecretFile{Path: m.appKeyFile(), Content: st.Identity.App.KeyPEM})
 	}
 	return files
 }
@@ -91,12 +109,15 @@ func (m *IdentityManager) SecretFiles(st *JobState) []SecretFile {
 // Secrets implements Identity: the current token and, in dpop mode, each
 // base64 line of the proof key, so neither can be printed whole.
 func (m *IdentityManager) Secrets(st *JobState) []string {
-	cur := st.Identity.Current()
-	if cur == nil {
-		return nil
+	var out []string
+	if cur := st.Identity.Current(); cur != nil {
+		out = append(out, cur.Token)
 	}
-	out := []string{cur.Token}
-	for _, line := range strings.Split(st.Identity.DPoPKey, "\n") {
+	keys := st.Identity.DPoPKey
+	if a := st.Identity.App; a != nil {
+		keys += "\n" + a.KeyPEM
+	}
+	for _, line := range strings.Split(keys, "\n") {
 		if line != "" && !strings.HasPrefix(line, "-----") {
 			out = append(out, line)
 		}
@@ -106,11 +127,21 @@ func (m *IdentityManager) Secrets(st *JobState) []string {
 
 // ExecEnv implements Identity.
 func (m *IdentityManager) ExecEnv(st *JobState) []string {
+	d := m.Settings.Identity.Delivery
+	if deliversCredentials(st) {
+		a := st.Identity.App
+		return []string{
+			d.EnvPrefix + "APP_CLIENT_ID=" + a.ClientID,
+			d.EnvPrefix + "APP_KEY_FILE=" + m.appKeyFile(),
+			d.EnvPrefix + "APP_KEY_ID=" + a.KeyID,
+			d.EnvPrefix + "ISSUER=" + st.Identity.Issuer,
+			d.EnvPrefix + "SCOPES=" + strings.Join(st.Identity.Scopes, " "),
+		}
+	}
 	cur := st.Identity.Current()
 	if cur == nil {
 		return nil
 	}
-	d := m.Settings.Identity.Delivery
 	tokenType := "Bearer"
 	if st.Identity.Mode == identity.ModeDPoP {
 		tokenType = "DPoP"
@@ -195,6 +226,9 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		Rule: rule.Name, Mode: mode, Issuer: m.Settings.Identity.IssuerFor(rule.AuthorizationServer),
 		Scopes: append([]string(nil), rule.Scopes...), Lifetime: int64(lifetime / time.Second),
 	}
+	if mode == identity.ModeApp {
+		return m.grantApp(ctx, p, st, rule, save)
+	}
 	if mode == identity.ModeDPoP {
 		key, err := dpop.GenerateKey()
 		if err != nil {
@@ -245,7 +279,11 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	})
 	if err := save(); err != nil {
 		// The token is live but not in the ledger: revoke it right away.
-		if _, rerr := m.providerFor(&LedgerEntry{ClientID: tok.ClientID}).Revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value); rerr != nil {
+		p, perr := m.providerFor(st, tok.ClientID)
+		if perr != nil {
+			return errors.Join(err, perr)
+		}
+		if _, rerr := p.Revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value); rerr != nil {
 			m.Log.Error("token issued but neither recorded nor revoked", "job", st.JobID, "jti", tok.JTI, "error", rerr)
 		}
 		return fmt.Errorf("recording the issued token: %w", err)
@@ -260,7 +298,15 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 // token, or in dpop mode one bound to the job's proof key.
 func (m *IdentityManager) request(ctx context.Context, st *JobState) (identity.Token, error) {
 	req := identity.TokenRequest{Issuer: st.Identity.Issuer, Scopes: st.Identity.Scopes}
-	if st.Identity.Mode != identity.ModeDPoP {
+	switch st.Identity.Mode {
+	case identity.ModeApp:
+		p, err := m.appProvider(st.Identity.App)
+		if err != nil {
+			return identity.Token{}, err
+		}
+		return p.Issue(ctx, req)
+	case identity.ModeDPoP:
+	default:
 		return m.Provider.Issue(ctx, req)
 	}
 	di, ok := m.dpopProvider().(DPoPIssuer)
@@ -284,11 +330,14 @@ func (m *IdentityManager) dpopProvider() identity.Provider {
 // providerFor returns the provider acting as the app that owns a token:
 // Okta lets a client revoke only its own tokens, and answers 200 without
 // revoking anything when another client asks.
-func (m *IdentityManager) providerFor(t *LedgerEntry) identity.Provider {
-	if m.DPoPProvider != nil && t.ClientID != "" && t.ClientID == m.Settings.Identity.DPoP.ClientID {
-		return m.DPoPProvider
+func (m *IdentityManager) providerFor(st *JobState, clientID string) (identity.Provider, error) {
+	if a := st.Identity.App; a != nil && a.ClientID != "" && clientID == a.ClientID {
+		return m.appProvider(a)
 	}
-	return m.Provider
+	if m.DPoPProvider != nil && clientID != "" && clientID == m.Settings.Identity.DPoP.ClientID {
+		return m.DPoPProvider, nil
+	}
+	return m.Provider, nil
 }
 
 // RevokeStale implements Identity.
@@ -296,9 +345,14 @@ func (m *IdentityManager) RevokeStale(ctx context.Context, st *JobState, save fu
 	return m.revoke(ctx, st, save, "refresh", st.Identity.Current())
 }
 
-// RevokeAll implements Identity.
+// RevokeAll implements Identity: every token, then the job's app (app
+// mode), whose deletion also kills whatever tokens a job minted itself.
 func (m *IdentityManager) RevokeAll(ctx context.Context, st *JobState, save func() error, reason string) error {
-	return m.revoke(ctx, st, save, reason, nil)
+	err := m.revoke(ctx, st, save, reason, nil)
+	if st.Identity != nil && st.Identity.App != nil {
+		err = errors.Join(err, m.deleteApp(ctx, st, save, reason))
+	}
+	return err
 }
 
 // revoke revokes every unrevoked token except keep. A token that cannot be
@@ -318,7 +372,11 @@ func (m *IdentityManager) revoke(ctx context.Context, st *JobState, save func() 
 			continue
 		}
 		exp := t.ExpiresAt
-		p := m.providerFor(t)
+		p, err := m.providerFor(st, t.ClientID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		reqID, err := p.Revoke(ctx, t.Issuer, identity.Secret(t.Token))
 		if err == nil && m.Settings.Identity.IntrospectOnRevoke {
 			active, ierr := p.Introspect(ctx, t.Issuer, identity.Secret(t.Token))
@@ -357,6 +415,9 @@ func (m *IdentityManager) audit(st *JobState, e identity.AuditEvent) {
 	e.PipelineID, e.Ref, e.Protected = st.PipelineID, st.Ref, st.Protected
 	if st.Identity != nil {
 		e.Rule, e.Mode, e.Scopes = st.Identity.Rule, st.Identity.Mode, st.Identity.Scopes
+		if a := st.Identity.App; a != nil && e.AppID == "" {
+			e.AppID = a.ID
+		}
 		if e.Issuer == "" {
 			e.Issuer = st.Identity.Issuer
 		}

@@ -42,7 +42,7 @@ const selfBinaryTarget = "/usr/local/bin/gitlab-okta-executor"
 
 // opportunisticReap bounds the reap every prepare runs, so a busy host
 // cleans up after crashed jobs without a timer and without slowing jobs.
-var opportunisticReap = ReapOptions{MaxJobs: 3}
+var opportunisticReap = ReapOptions{MaxJobs: 3, SkipApps: true}
 
 // containerPlan is what prepare will create, decided (and refused) before
 // anything is created.
@@ -191,12 +191,16 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		return fmt.Errorf("starting build container: %w", err)
 	}
 
-	if cur := st.Identity.Current(); cur != nil {
+	if st.Identity != nil {
 		if err := s.writeSecretFiles(ctx, buildID, st); err != nil {
 			return err
 		}
-		s.jobf("Okta identity: rule %q, scopes %s, expires %s, token file %s",
-			st.Identity.Rule, strings.Join(st.Identity.Scopes, " "), cur.ExpiresAt.UTC().Format(time.RFC3339), s.Identity.TokenFile())
+		if cur := st.Identity.Current(); cur != nil {
+			s.jobf("Okta identity: rule %q (%s), scopes %s, expires %s, token file %s", st.Identity.Rule, st.Identity.Mode,
+				strings.Join(st.Identity.Scopes, " "), cur.ExpiresAt.UTC().Format(time.RFC3339), s.Identity.TokenFile())
+		} else {
+			s.jobf("Okta identity: rule %q (%s), scopes %s: app credentials delivered", st.Identity.Rule, st.Identity.Mode, strings.Join(st.Identity.Scopes, " "))
+		}
 	}
 	st.Phase = PhaseReady
 	if err := save(); err != nil {

@@ -13,11 +13,14 @@ import (
 type ReapOptions struct {
 	// MaxJobs stops the pass after this many jobs were reaped (0 = all).
 	MaxJobs int
+	// SkipApps leaves the sweep for orphaned job apps (one management API
+	// listing) to the timer's passes.
+	SkipApps bool
 }
 
 // ReapReport counts what a pass removed.
 type ReapReport struct {
-	Jobs, Containers, Networks, Tokens, Skipped int
+	Jobs, Containers, Networks, Tokens, Apps, Skipped int
 }
 
 type reapCandidate struct {
@@ -142,6 +145,17 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			rep.Tokens += tokens
 		}
 		unlock()
+	}
+	if s.Identity != nil && !opts.SkipApps && ctx.Err() == nil {
+		live := func(jobID int64) bool {
+			_, err := s.State.Load(jobID)
+			return !errors.Is(err, ErrNoState)
+		}
+		n, err := s.Identity.ReapApps(ctx, live)
+		rep.Apps += n
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return rep, errors.Join(errs...)
 }

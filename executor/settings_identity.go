@@ -53,7 +53,26 @@ type IdentitySettings struct {
 	// mode; without this section dpop rules use the main app.
 	DPoP DPoPAppSettings `toml:"dpop"`
 
+	// Apps configure app-mode rules (an ephemeral service app per job).
+	Apps AppsSettings `toml:"apps"`
+
 	privateKeyPEM []byte
+}
+
+// AppsSettings configure app mode. The runner's app (client_id) creates
+// the job apps, so it needs the okta.apps.manage and
+// okta.authorizationServers.manage scopes and, because okta-sdk-golang
+// authenticates only with RSA, an RSA key.
+type AppsSettings struct {
+	// MaxConcurrent bounds the app-mode jobs of this runner at once; more
+	// wait in prepare. Okta allows about 100 app creations a minute on
+	// paid orgs (20 on free), shared by every runner of the org.
+	MaxConcurrent int `toml:"max_concurrent"`
+	// NamePrefix starts every job app's name (gitlab-job-<project>-<job>).
+	NamePrefix string `toml:"name_prefix"`
+	// MaxRateLimitWait bounds how long one management call waits for
+	// Okta's rate-limit window before the job fails.
+	MaxRateLimitWait Duration `toml:"max_rate_limit_wait"`
 }
 
 // DPoPAppSettings name the service app for dpop-mode rules.
@@ -113,6 +132,15 @@ func (o *IdentitySettings) applyDefaults() {
 	}
 	if o.HTTPTimeout.Duration == 0 {
 		o.HTTPTimeout.Duration = 10 * time.Second
+	}
+	if o.Apps.MaxConcurrent == 0 {
+		o.Apps.MaxConcurrent = 10
+	}
+	if o.Apps.NamePrefix == "" {
+		o.Apps.NamePrefix = "gitlab-job-"
+	}
+	if o.Apps.MaxRateLimitWait.Duration == 0 {
+		o.Apps.MaxRateLimitWait.Duration = 3 * time.Minute
 	}
 	if o.Delivery.TokenFile == "" {
 		o.Delivery.TokenFile = "/run/gitlab-okta/token"
@@ -192,6 +220,8 @@ func (s *Settings) validateIdentity() error {
 		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
 	} else if o.KeyAlgorithm != "" && o.KeyAlgorithm != alg {
 		add("okta.key_algorithm %s does not match the key in %s, which signs %s", o.KeyAlgorithm, o.PrivateKeyFile, alg)
+	} else if alg != "RS256" && s.usesMode(identity.ModeApp) {
+		add("okta.private_key_file %s: app-mode rules manage apps through okta-sdk-golang, which authenticates only with an RSA key", o.PrivateKeyFile)
 	} else {
 		o.privateKeyPEM = b
 	}
@@ -229,6 +259,12 @@ func (s *Settings) validateIdentity() error {
 	}
 	if m := o.RefreshMargin.Duration; m <= 0 || m >= minLifetime {
 		add("okta.refresh_margin %s must be positive and shorter than the shortest token lifetime (%s)", m, minLifetime)
+	}
+	if o.Apps.MaxConcurrent < 1 || o.Apps.MaxConcurrent > 1000 {
+		add("okta.apps.max_concurrent %d: use 1 to 1000", o.Apps.MaxConcurrent)
+	}
+	if !strings.HasPrefix(o.Apps.NamePrefix, "gitlab") || strings.ContainsAny(o.Apps.NamePrefix, " /") {
+		add("okta.apps.name_prefix %q must start with \"gitlab\" and have no spaces or slashes: the reaper deletes only apps it can recognise", o.Apps.NamePrefix)
 	}
 	if o.HTTPTimeout.Duration <= 0 {
 		add("okta.http_timeout must be positive")
@@ -274,6 +310,31 @@ func (s *Settings) validateIdentity() error {
 	}
 	return errors.Join(errs...)
 }
+
+// usesMode reports whether any policy rule uses mode.
+func (s *Settings) usesMode(mode string) bool {
+	for _, r := range s.Policy.Rules {
+		if r.Mode == mode {
+			return true
+		}
+	}
+	return false
+}
+
+// UsesAppMode reports whether any rule creates job apps.
+func (s *Settings) UsesAppMode() bool { return s.usesMode(identity.ModeApp) }
+
+// AuthServerID returns the id of a rule's authorization server ("" is the
+// default one).
+func (o *IdentitySettings) AuthServerID(ruleServer string) string {
+	if ruleServer != "" {
+		return ruleServer
+	}
+	return path.Base(o.IssuerFor(""))
+}
+
+// OrgBase returns the org's base URL, where the management API lives.
+func (o *IdentitySettings) OrgBase() string { return o.orgBase() }
 
 // checkServiceURL requires https, except plain http on loopback in dev mode.
 func checkServiceURL(raw string, devMode bool) error {

@@ -60,6 +60,8 @@ type IdentityState struct {
 	Lifetime int64    `json:"lifetime_seconds"`
 	// DPoPKey is the PEM of the job's DPoP proof key (dpop mode only).
 	DPoPKey string `json:"dpop_key,omitempty"`
+	// App is the job's own Okta service app (app mode only).
+	App *AppState `json:"app,omitempty"`
 	// Tokens lists every token issued for the job, oldest first. The file
 	// holding it is 0600 in a 0700 directory and is deleted once every
 	// token is revoked.

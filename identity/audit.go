@@ -35,6 +35,7 @@ type AuditEvent struct {
 	Protected     *bool      `json:"protected"`
 	Rule          string     `json:"rule,omitempty"`
 	Mode          string     `json:"mode,omitempty"`
+	AppID         string     `json:"app_id,omitempty"`
 	Scopes        []string   `json:"scopes,omitempty"`
 	Issuer        string     `json:"issuer,omitempty"`
 	TokenJTI      string     `json:"token_jti,omitempty"`
@@ -145,6 +146,7 @@ func (e AuditEvent) keyValues() []any {
 		kv = append(kv, "expires_at", e.ExpiresAt.Format(time.RFC3339Nano))
 	}
 	opt("okta_request_id", e.OktaRequestID)
+	opt("app_id", e.AppID)
 	kv = append(kv, "outcome", e.Outcome)
 	opt("reason", e.Reason)
 	return kv

@@ -55,6 +55,7 @@ func auditEvents() map[string]AuditEvent {
 		}),
 		EventReaped: with(func(e *AuditEvent) {
 			e.Event, e.Issuer, e.TokenJTI, e.Outcome = EventReaped, "https://example.okta.com/oauth2/aus1deploy", "AT.ghi789", "success"
+			e.Mode, e.AppID = "app", "0oa1jobapp"
 			e.Reason = "job state older than 24h without cleanup"
 		}),
 	}

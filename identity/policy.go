@@ -34,6 +34,18 @@ const (
 	// ModeDPoP issues DPoP-bound tokens (RFC 9449): useless without the
 	// per-job proof key that lives in the job's tmpfs.
 	ModeDPoP = "dpop"
+	// ModeApp creates an Okta service app for the job, deleted at cleanup,
+	// so the job appears in Okta's System Log as its own client.
+	ModeApp = "app"
+)
+
+// What an app-mode job is handed.
+const (
+	// DeliverToken hands the job a token minted as its app (the default).
+	DeliverToken = "token"
+	// DeliverCredentials hands the job its app's client id and private key
+	// as files, so it mints its own tokens.
+	DeliverCredentials = "credentials"
 )
 
 // Okta's access-policy rules allow token lifetimes from 5 minutes to 1 day
@@ -61,10 +73,16 @@ type Rule struct {
 	// AuthorizationServer is the id of a custom authorization server other
 	// than the settings default.
 	AuthorizationServer string `toml:"authorization_server"`
-	// Mode is "" or "token" (a plain bearer token) or "dpop" (a token bound
+	// Mode is "" or "token" (a plain bearer token), "dpop" (a token bound
 	// to a per-job key; the job signs proofs with `gitlab-okta-executor
-	// dpop-proof`).
+	// dpop-proof`) or "app" (an ephemeral Okta service app per job).
 	Mode string `toml:"mode"`
+	// AccessPolicy (app mode) is the id of the access policy on the rule's
+	// authorization server whose client list the executor maintains: each
+	// job's app is added while the job runs.
+	AccessPolicy string `toml:"access_policy"`
+	// Deliver (app mode) is DeliverToken (default) or DeliverCredentials.
+	Deliver string `toml:"deliver"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("15m").
@@ -174,9 +192,21 @@ func (p *Policy) Validate() error {
 			bad("authorization_server %q is not an authorization server id", r.AuthorizationServer)
 		}
 		switch r.Mode {
-		case "", ModeToken, ModeDPoP:
+		case "", ModeToken, ModeDPoP, ModeApp:
 		default:
-			bad("mode %q is not supported (use %q or %q)", r.Mode, ModeToken, ModeDPoP)
+			bad("mode %q is not supported (use %q, %q or %q)", r.Mode, ModeToken, ModeDPoP, ModeApp)
+		}
+		if r.Mode == ModeApp {
+			if !authServerID.MatchString(r.AccessPolicy) {
+				bad("mode app needs access_policy: the id of the access policy whose client list the executor maintains")
+			}
+			switch r.Deliver {
+			case "", DeliverToken, DeliverCredentials:
+			default:
+				bad("deliver %q: use %q or %q", r.Deliver, DeliverToken, DeliverCredentials)
+			}
+		} else if r.AccessPolicy != "" || r.Deliver != "" {
+			bad("access_policy and deliver apply to mode app only")
 		}
 		for _, name := range sortedKeys(r.BoundClaims) {
 			values := r.BoundClaims[name]

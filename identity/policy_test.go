@@ -135,7 +135,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 		`policy rule "deploy": scope "a b" contains whitespace (list each scope separately)`,
 		`policy rule "deploy": empty scope`,
 		`policy rule "deploy": lifetime 25h is above Okta's maximum of 24h`,
-		`policy rule "deploy": mode "sso" is not supported (use "token" or "dpop")`,
+		`policy rule "deploy": mode "sso" is not supported (use "token", "dpop" or "app")`,
 		`policy rule #3: name is empty`,
 		`policy rule "claims": authorization_server "../v1/x" is not an authorization server id`,
 		`policy rule "claims": bound claim name is empty`,

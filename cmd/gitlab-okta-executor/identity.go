@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -15,7 +17,7 @@ import (
 
 // newIdentity wires the Okta identity when the settings configure one; it
 // returns nils when they don't.
-func newIdentity(_ context.Context, s *executor.Settings, jobLog io.Writer, log hclog.Logger) (executor.Identity, executor.NewMasker, error) {
+func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger) (executor.Identity, executor.NewMasker, error) {
 	if !s.Identity.Enabled() {
 		return nil, nil, nil
 	}
@@ -44,9 +46,26 @@ func newIdentity(_ context.Context, s *executor.Settings, jobLog io.Writer, log 
 		}
 	}
 	m := &executor.IdentityManager{
-		DPoPProvider: dpopProvider,
-		Settings:     s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
+		DPoPProvider: dpopProvider, Store: store,
+		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
 		Audit: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")},
+	}
+	if s.UsesAppMode() {
+		apps, err := okta.NewAppManager(ctx, okta.AppManagerConfig{
+			OrgURL: s.Identity.OrgBase(), ClientID: s.Identity.ClientID, Key: key, KeyID: s.Identity.KeyID,
+			HTTPClient: httpClient, Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
+			RunnerID: s.RunnerID, MaxRateLimitWait: s.Identity.Apps.MaxRateLimitWait.Duration,
+			OnRateLimit: func(_ string, wait time.Duration) {
+				fmt.Fprintf(jobLog, "Okta's app API rate limit is reached: waiting %s\n", wait.Round(time.Second))
+			},
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("configuring Okta app management: %w", err)
+		}
+		m.Apps = apps
+		m.AppProvider = func(clientID string, key crypto.Signer, keyID string) (identity.Provider, error) {
+			return okta.New(okta.Config{ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named("okta-app")})
+		}
 	}
 	if s.GitLab.URL != "" {
 		m.Verifier = &identity.GitLabVerifier{

@@ -136,7 +136,7 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		Settings: settings, Runtime: rt, State: store, Log: logger,
 		Now: time.Now, Stdout: stdout, Stderr: stderr, Getenv: getenv, Version: version,
 	}
-	ident, masker, err := newIdentity(ctx, settings, stdout, logger)
+	ident, masker, err := newIdentity(ctx, settings, store, stdout, logger)
 	if err != nil {
 		return err
 	}
@@ -154,8 +154,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return stages.Cleanup(ctx)
 	default:
 		rep, err := stages.Reap(ctx, executor.ReapOptions{MaxJobs: maxJobs})
-		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked; %d jobs busy\n",
-			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Skipped)
+		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked, %d apps deleted; %d jobs busy\n",
+			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Apps, rep.Skipped)
 		return err
 	}
 }
