@@ -389,7 +389,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 // takeAppRate consumes one request from the app create/lifecycle bucket and
 // sets its rate-limit headers; on exhaustion it answers 429 E0000047.
 func (s *Server) takeAppRate(w http.ResponseWriter, now time.Time) bool {
-	window := now.Truncate(time.Minute)
+	window := now.Truncate(s.window)
 	s.mu.Lock()
 	b := s.buckets["apps"]
 	if b == nil || !b.window.Equal(window) {
@@ -403,7 +403,7 @@ func (s *Server) takeAppRate(w http.ResponseWriter, now time.Time) bool {
 	}
 	remaining := limit - b.used
 	s.mu.Unlock()
-	setRateHeaders(w.Header(), limit, remaining, window.Add(time.Minute).Unix())
+	setRateHeaders(w.Header(), limit, remaining, window.Add(s.window).Unix())
 	if !ok {
 		writeRateLimited(w)
 	}

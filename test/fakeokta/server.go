@@ -60,6 +60,10 @@ type Options struct {
 	// KeysMaxAge is the Cache-Control max-age of /v1/keys, default
 	// DefaultKeysMaxAge.
 	KeysMaxAge time.Duration
+	// RateLimitWindow is the length of every rate-limit bucket's window.
+	// Okta's is one minute (the default); tests that must exhaust a bucket
+	// and wait for its reset use a few seconds.
+	RateLimitWindow time.Duration
 	// Logger receives one line per request (never a token or assertion);
 	// default discards.
 	Logger hclog.Logger
@@ -130,6 +134,7 @@ type IssuedToken struct {
 type Server struct {
 	clock      func() time.Time
 	limit      int
+	window     time.Duration
 	keysMaxAge time.Duration
 	log        hclog.Logger
 
@@ -188,6 +193,9 @@ func Start(opts Options) (*Server, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	if opts.RateLimitWindow <= 0 {
+		opts.RateLimitWindow = time.Minute
+	}
 	if opts.TokenRateLimit <= 0 {
 		opts.TokenRateLimit = DefaultTokenRateLimit
 	}
@@ -205,6 +213,7 @@ func Start(opts Options) (*Server, error) {
 	s := &Server{
 		clock:       opts.Clock,
 		limit:       opts.TokenRateLimit,
+		window:      opts.RateLimitWindow,
 		keysMaxAge:  opts.KeysMaxAge,
 		log:         opts.Logger,
 		ln:          ln,
@@ -487,7 +496,7 @@ func (s *Server) takeFault(path string) (Fault, bool) {
 // takeRate consumes one request from the bucket and sets the rate-limit
 // headers; it reports false when the bucket is exhausted.
 func (s *Server) takeRate(h http.Header, now time.Time, name string) bool {
-	window := now.Truncate(time.Minute)
+	window := now.Truncate(s.window)
 	s.mu.Lock()
 	b := s.buckets[name]
 	if b == nil || !b.window.Equal(window) {
@@ -500,7 +509,7 @@ func (s *Server) takeRate(h http.Header, now time.Time, name string) bool {
 	}
 	remaining := s.limit - b.used
 	s.mu.Unlock()
-	setRateHeaders(h, s.limit, remaining, window.Add(time.Minute).Unix())
+	setRateHeaders(h, s.limit, remaining, window.Add(s.window).Unix())
 	return ok
 }
 
@@ -517,14 +526,14 @@ func (s *Server) writeFault(w http.ResponseWriter, now time.Time, bucketName str
 		writeRateLimited(w)
 		return
 	}
-	window := now.Truncate(time.Minute)
+	window := now.Truncate(s.window)
 	s.mu.Lock()
 	remaining := s.limit
 	if b := s.buckets[bucketName]; b != nil && b.window.Equal(window) {
 		remaining -= b.used
 	}
 	s.mu.Unlock()
-	setRateHeaders(h, s.limit, remaining, window.Add(time.Minute).Unix())
+	setRateHeaders(h, s.limit, remaining, window.Add(s.window).Unix())
 	switch {
 	case f.Status >= 500:
 		writeManagementError(w, f.Status, "E0000009", "Internal Server Error")

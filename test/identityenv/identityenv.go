@@ -37,14 +37,50 @@ type Env struct {
 	Okta    *fakeokta.Server
 	GitLab  *fakegitlab.Server
 	KeyFile string
+	// DPoPKeyFile is the key of DPoPClientID (with Options.DPoPApp).
+	DPoPKeyFile string
+	// AppPolicy is the access policy on "default" whose client list app
+	// mode maintains (with Options.AppMode).
+	AppPolicy string
+}
+
+// More names of the world.
+const (
+	// DPoPClientID is a second runner app with "Require DPoP" on.
+	DPoPClientID = "0oa-runner-dpop-app"
+	DPoPKeyID    = "runner-dpop-key-1"
+)
+
+// Options shape the world beyond Start's defaults.
+type Options struct {
+	// Lifetime is Okta's access-policy token lifetime.
+	Lifetime time.Duration
+	// RSA gives the runner app an RSA key (app mode needs one: the Okta
+	// SDK authenticates only with RSA) instead of EC P-256.
+	RSA bool
+	// DPoPApp registers DPoPClientID, DPoP-bound, for dpop-mode rules.
+	DPoPApp bool
+	// AppMode grants the runner app the management scopes and adds the
+	// access policy AppPolicy for job apps.
+	AppMode bool
+	// AppRateLimit is the fake's app-creation limit per window.
+	AppRateLimit int
+	// RateLimitWindow shortens the fake's one-minute rate-limit windows.
+	RateLimitWindow time.Duration
 }
 
 // Start starts both servers and registers the runner's app with an EC P-256
 // key: scopes ci:read and ci:write on "default", deploy:prod on ProdServer,
 // tokens living lifetime (Okta's own access-policy lifetime).
 func Start(t testing.TB, lifetime time.Duration) *Env {
+	return StartWith(t, Options{Lifetime: lifetime})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Env {
 	t.Helper()
-	okta, err := fakeokta.Start(fakeokta.Options{})
+	lifetime := o.Lifetime
+	okta, err := fakeokta.Start(fakeokta.Options{AppRateLimit: o.AppRateLimit, RateLimitWindow: o.RateLimitWindow})
 	if err != nil {
 		t.Fatalf("starting fake Okta: %v", err)
 	}
@@ -55,27 +91,60 @@ func Start(t testing.TB, lifetime time.Duration) *Env {
 	}
 	t.Cleanup(func() { gl.Close() })
 
-	key, err := fakeokta.NewClientKey(KeyID, jose.ES256)
-	if err != nil {
-		t.Fatal(err)
+	alg := jose.ES256
+	if o.RSA {
+		alg = jose.RS256
 	}
+	key, keyFile := clientKey(t, KeyID, alg)
 	okta.AddClient(fakeokta.Client{ID: ClientID, Keys: key.JWKS()})
+	clients := []string{ClientID}
+	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile}
+	if o.DPoPApp {
+		dkey, dfile := clientKey(t, DPoPKeyID, jose.ES256)
+		okta.AddClient(fakeokta.Client{ID: DPoPClientID, Keys: dkey.JWKS(), DPoPBound: true})
+		clients = append(clients, DPoPClientID)
+		env.DPoPKeyFile = dfile
+	}
 	for id, scopes := range map[string][]string{"default": {"ci:read", "ci:write"}, ProdServer: {"deploy:prod"}} {
 		okta.AddAuthServer(id)
 		okta.AddScopes(id, scopes...)
-		if err := okta.AddPolicy(id, fakeokta.Policy{Name: "runners", Clients: []string{ClientID}, Scopes: scopes, Lifetime: lifetime}); err != nil {
+		if err := okta.AddPolicy(id, fakeokta.Policy{Name: "runners", Clients: clients, Scopes: scopes, Lifetime: lifetime}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if o.AppMode {
+		okta.GrantManagementScopes(ClientID, "okta.apps.manage", "okta.authorizationServers.manage")
+		// Job apps are added to this policy's client list while they
+		// run; the runner's app stays in it so it is never empty.
+		if env.AppPolicy, err = okta.AddManagedPolicy("default", fakeokta.Policy{
+			Name: "job-apps", Clients: []string{ClientID}, Scopes: []string{"ci:read"}, Lifetime: lifetime}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return env
+}
+
+// clientKey makes an app key and writes its private half as PKCS#8 PEM.
+func clientKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) (*fakeokta.ClientKey, string) {
+	t.Helper()
+	key, err := fakeokta.NewClientKey(kid, alg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key.Private.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyFile := filepath.Join(t.TempDir(), "okta-key.pem")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	file := filepath.Join(t.TempDir(), kid+".pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Okta: okta, GitLab: gl, KeyFile: keyFile}
+	return key, file
+}
+
+// DPoPSection is the [okta.dpop] section naming the DPoP-bound app.
+func (e *Env) DPoPSection() string {
+	return fmt.Sprintf("\n[okta.dpop]\nclient_id = %q\nprivate_key_file = %q\nkey_id = %q\n", DPoPClientID, e.DPoPKeyFile, DPoPKeyID)
 }
 
 // SettingsTOML returns the [okta] and [gitlab] sections (dev mode: plain
