@@ -106,12 +106,15 @@ func (m *IdentityManager) SecretFiles(st *JobState) []SecretFile {
 	return files
 }
 
-// Secrets implements Identity: the current token and, in dpop mode, each
-// base64 line of the proof key, so neither can be printed whole.
+// Secrets implements Identity: every token of the job and each base64
+// line of its keys (dpop and app modes), so none can be printed whole.
 func (m *IdentityManager) Secrets(st *JobState) []string {
+	// Every token of the job, revoked ones included: a replaced token is
+	// revoked but still valid until its exp for resource servers that
+	// validate JWTs locally, so it must never appear in the log either.
 	var out []string
-	if cur := st.Identity.Current(); cur != nil {
-		out = append(out, cur.Token)
+	for _, t := range st.Identity.Tokens {
+		out = append(out, t.Token)
 	}
 	keys := st.Identity.DPoPKey
 	if a := st.Identity.App; a != nil {
@@ -260,11 +263,12 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	start := m.now()
 	tok, err := m.request(ctx, st)
 	if err != nil {
-		m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "issue_failed", Reason: err.Error()})
 		var of OAuthFailure
 		if errors.As(err, &of) && of.JobFault() {
+			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "okta_refused", Reason: err.Error()})
 			return &BuildError{Err: fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)}
 		}
+		m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "error", Reason: err.Error()})
 		return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
 	}
 	// The executor enforces the rule's lifetime even when Okta's access

@@ -177,10 +177,15 @@ func (f *FileStore) Save(st *JobState) error {
 	return nil
 }
 
-// Delete implements StateStore.
+// Delete implements StateStore. The caller holds the job's lock; its lock
+// file goes too, so nothing of a finished job stays on disk (Lock copes
+// with a file removed under a waiter).
 func (f *FileStore) Delete(jobID int64) error {
 	if err := os.RemoveAll(f.jobDir(jobID)); err != nil {
 		return fmt.Errorf("deleting state of job %d: %w", jobID, err)
+	}
+	if err := os.Remove(f.lockPath(jobID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("deleting lock of job %d: %w", jobID, err)
 	}
 	return nil
 }
@@ -203,26 +208,40 @@ func (f *FileStore) List() ([]int64, error) {
 	return ids, nil
 }
 
+func (f *FileStore) lockPath(jobID int64) string {
+	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
+}
+
 // Lock implements StateStore with flock(2), which the kernel releases when
-// the holder dies, so a killed stage never wedges the job.
+// the holder dies, so a killed stage never wedges the job. Delete removes
+// the lock file while holding it; a process that was waiting on the
+// removed file notices that its path now names another file (or none)
+// and locks again, so two holders never lock different files.
 func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
-	name := filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
-	fd, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock of job %d: %w", jobID, err)
-	}
+	name := f.lockPath(jobID)
 	how := syscall.LOCK_EX
 	if !wait {
 		how |= syscall.LOCK_NB
 	}
-	if err := syscall.Flock(int(fd.Fd()), how); err != nil {
-		fd.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, ErrLocked
+	for {
+		fd, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("opening lock of job %d: %w", jobID, err)
 		}
-		return nil, fmt.Errorf("locking job %d: %w", jobID, err)
+		if err := syscall.Flock(int(fd.Fd()), how); err != nil {
+			fd.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, ErrLocked
+			}
+			return nil, fmt.Errorf("locking job %d: %w", jobID, err)
+		}
+		held, herr := fd.Stat()
+		now, nerr := os.Stat(name)
+		if herr == nil && nerr == nil && os.SameFile(held, now) {
+			return func() { fd.Close() }, nil
+		}
+		fd.Close()
 	}
-	return func() { fd.Close() }, nil
 }
 
 // MemStore is the in-memory StateStore for stage unit tests. It passes the

@@ -142,3 +142,63 @@ func TestFileStoreRejectsOtherVersions(t *testing.T) {
 		t.Fatal("loaded state of an unknown version")
 	}
 }
+
+func TestFileStoreDeleteRemovesTheLockSafely(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "state")
+	s, err := NewFileStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(5, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&JobState{JobID: 5}); err != nil {
+		t.Fatal(err)
+	}
+	// A second process waits on the lock file that Delete is about to
+	// remove.
+	got := make(chan func(), 1)
+	go func() {
+		u, err := s.Lock(5, true)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- u
+	}()
+	waitForWaiter(t, root)
+	if err := s.Delete(5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "locks", "5.lock")); !os.IsNotExist(err) {
+		t.Fatalf("lock file still there after Delete: %v", err)
+	}
+	unlock()
+	second := <-got
+	// The waiter must hold a lock others see, not one on the removed file.
+	if _, err := s.Lock(5, false); !errors.Is(err, ErrLocked) {
+		t.Fatalf("after the waiter took over, Lock = %v, want ErrLocked", err)
+	}
+	second()
+}
+
+// waitForWaiter waits until a goroutine is blocked in flock on a lock file
+// under root (it shows in /proc/self/fdinfo as a second open lock file).
+func waitForWaiter(t *testing.T, root string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		n := 0
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == filepath.Join(root, "locks", "5.lock") {
+				n++
+			}
+		}
+		if n >= 2 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the second locker never opened the lock file")
+}

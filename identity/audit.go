@@ -19,6 +19,9 @@ const (
 	EventRevokeFailed = "revoke_failed"
 	EventDenied       = "denied"
 	EventReaped       = "reaped"
+	// EventIssueFailed records an issuance that failed for the runner's
+	// reasons (Okta unreachable, retries exhausted), not a denial.
+	EventIssueFailed = "issue_failed"
 )
 
 // AuditEvent is one line of the audit log. It never holds a token: only
