@@ -17,28 +17,14 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 )
 
 const testAudience = "https://okta-executor.example.com"
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// fakeClock is the shared manual test clock.
+type fakeClock = testclock.Clock
 
 func startGitLab(t *testing.T) *fakegitlab.Server {
 	t.Helper()
@@ -76,7 +62,7 @@ func jobToken(clock *fakeClock) fakegitlab.IDTokenClaims {
 
 func TestVerifyValidToken(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	v := newVerifier(gl, clock, "")
 	raw := gl.IDToken(jobToken(clock))
 
@@ -108,7 +94,7 @@ func TestVerifyValidToken(t *testing.T) {
 
 func TestVerifyAcceptsAudienceList(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	tc := jobToken(clock)
 	tc.Extra = map[string]any{"aud": []string{"other", testAudience}}
 	if _, err := newVerifier(gl, clock, "").Verify(context.Background(), gl.IDToken(tc), 501); err != nil {
@@ -118,7 +104,7 @@ func TestVerifyAcceptsAudienceList(t *testing.T) {
 
 func TestVerifyRejects(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	now := clock.Now()
 	good := func(mod func(*fakegitlab.IDTokenClaims)) map[string]any {
 		c := jobToken(clock)
@@ -192,7 +178,7 @@ func TestVerifyRejects(t *testing.T) {
 
 func TestVerifyLeeway(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	v := newVerifier(gl, clock, "")
 	tc := jobToken(clock)
 	tc.Lifetime = time.Minute
@@ -213,7 +199,7 @@ func TestVerifyLeeway(t *testing.T) {
 
 func TestVerifyUnknownJobID(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	_, err := newVerifier(gl, clock, "").Verify(context.Background(), gl.IDToken(jobToken(clock)), 0)
 	var ie *IDTokenError
 	if !errors.As(err, &ie) || gl.Hits() != 0 {
@@ -223,7 +209,7 @@ func TestVerifyUnknownJobID(t *testing.T) {
 
 func TestVerifyDiskCacheSharedBetweenInstances(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	dir := filepath.Join(t.TempDir(), "jwks")
 	ctx := context.Background()
 
@@ -257,7 +243,7 @@ func TestVerifyDiskCacheSharedBetweenInstances(t *testing.T) {
 func TestVerifyDiskCacheExpiresAfterMaxAge(t *testing.T) {
 	gl := startGitLab(t)
 	gl.SetKeysMaxAge(time.Minute)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	dir := t.TempDir()
 	ctx := context.Background()
 	verify := func() {
@@ -300,7 +286,7 @@ func TestCacheMaxAge(t *testing.T) {
 
 func TestVerifyRefetchesAfterRotation(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	v := newVerifier(gl, clock, t.TempDir())
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, gl.IDToken(jobToken(clock)), 501); err != nil {
@@ -327,7 +313,7 @@ func TestVerifyRotationSeenThroughSharedCache(t *testing.T) {
 	// refetches, and the second finds the new key on disk instead of being
 	// refused by the refetch rate limit.
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	dir := t.TempDir()
 	ctx := context.Background()
 	v1, v2 := newVerifier(gl, clock, dir), newVerifier(gl, clock, dir)
@@ -351,7 +337,7 @@ func TestVerifyRotationSeenThroughSharedCache(t *testing.T) {
 
 func TestVerifyRefetchRateLimit(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	dir := t.TempDir()
 	v := newVerifier(gl, clock, dir)
 	ctx := context.Background()
@@ -397,7 +383,7 @@ func TestVerifyRefetchRateLimit(t *testing.T) {
 
 func TestVerifyRefetchRateLimitWithoutDiskCache(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	v := newVerifier(gl, clock, "")
 	forged := gl.SignWithUnknownKey(gl.Claims(jobToken(clock)))
 	for range 4 {
@@ -413,7 +399,7 @@ func TestVerifyRefetchRateLimitWithoutDiskCache(t *testing.T) {
 func TestVerifyKeyFetchFailure(t *testing.T) {
 	gl := startGitLab(t)
 	gl.FailKeys(http.StatusServiceUnavailable)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	_, err := newVerifier(gl, clock, "").Verify(context.Background(), gl.IDToken(jobToken(clock)), 501)
 	var ie *IDTokenError
 	if !errors.As(err, &ie) || !errors.Is(err, ErrKeyFetch) || !strings.Contains(err.Error(), "HTTP status 503") {
@@ -423,7 +409,7 @@ func TestVerifyKeyFetchFailure(t *testing.T) {
 
 func TestVerifyIgnoresCacheOthersCanWrite(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
@@ -446,7 +432,7 @@ func TestVerifyIgnoresPlantedKey(t *testing.T) {
 	// cache file: private (0600) it is trusted, which is what the
 	// permission check is for; writable by others (0666) it is ignored.
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +469,7 @@ func TestVerifyIgnoresPlantedKey(t *testing.T) {
 
 func TestVerifyConcurrent(t *testing.T) {
 	gl := startGitLab(t)
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	v := newVerifier(gl, clock, t.TempDir())
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
 
@@ -33,22 +34,7 @@ const (
 
 // appClock is a manually advanced clock shared by the fake and the app
 // manager's waits.
-type appClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *appClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *appClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type appClock = testclock.Clock
 
 var mgmtKey = sync.OnceValue(func() *fakeokta.ClientKey {
 	k, err := fakeokta.NewClientKey("kid-mgmt", jose.RS256)
@@ -82,7 +68,7 @@ func newAppEnv(t *testing.T, appLimit int, maxWait time.Duration) *appEnv {
 	t.Helper()
 	// The SDK signs its assertion with the real clock, so the fake clock
 	// starts at real time (mid-minute is not needed: windows are honoured).
-	e := &appEnv{clock: &appClock{now: time.Now()}}
+	e := &appEnv{clock: testclock.New(time.Now())}
 	srv, err := fakeokta.Start(fakeokta.Options{Clock: e.clock.Now, AppRateLimit: appLimit, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
 
@@ -34,24 +35,8 @@ const (
 	tokenLifetime = 10 * time.Minute
 )
 
-// fakeClock is shared by the fake Okta and the client. Sleeping advances
-// it, so waits are computed and checked without real time passing.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+// fakeClock is the shared manual test clock.
+type fakeClock = testclock.Clock
 
 // recorder is the client's transport: it keeps a copy of every request
 // (URL, headers, form) and passes it on.
@@ -127,7 +112,7 @@ func (b *syncBuffer) String() string {
 // half registered under testKeyID.
 func newEnv(t *testing.T, key crypto.Signer) *env {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	srv, err := fakeokta.Start(fakeokta.Options{Clock: clock.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -7,32 +7,17 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/demoresource"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type clock = testclock.Clock
 
 type issuer struct {
 	t      *testing.T
@@ -46,7 +31,7 @@ type issuer struct {
 
 func newIssuer(t *testing.T) *issuer {
 	t.Helper()
-	c := &clock{now: time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)}
+	c := testclock.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
 	srv, err := fakeokta.Start(fakeokta.Options{Clock: c.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/demoresource"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
@@ -228,7 +229,7 @@ func TestDPoPThroughTheJobHelper(t *testing.T) {
 		Scopes: []string{"deploy"}, Lifetime: 5 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	iss := &issuer{t: t, srv: srv, clock: &clock{now: time.Now()}, url: issuerURL, key: clientKey, client: &http.Client{Timeout: 10 * time.Second}}
+	iss := &issuer{t: t, srv: srv, clock: testclock.New(time.Now()), url: issuerURL, key: clientKey, client: &http.Client{Timeout: 10 * time.Second}}
 	res, err := demoresource.New(demoresource.Config{Issuer: issuerURL, Scope: "deploy", Keys: iss.jwks()})
 	if err != nil {
 		t.Fatal(err)

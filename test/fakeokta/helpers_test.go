@@ -14,30 +14,16 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/testclock"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
 
 // fakeClock is a manually advanced clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = testclock.Clock
 
 func newClock() *fakeClock {
 	// Mid-minute, so a rate-limit window boundary is never crossed by accident.
-	return &fakeClock{now: time.Date(2026, 3, 4, 10, 20, 30, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	return testclock.New(time.Date(2026, 3, 4, 10, 20, 30, 0, time.UTC))
 }
 
 // Client keys are generated once: RSA generation is the slow part of the suite.
