@@ -57,19 +57,15 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	}
 	defer script.Close()
 
-	names := NamesFor(s.Settings.RunnerID, p.ID)
-	info, err := s.Runtime.InspectContainer(ctx, names.Build)
-	if err != nil {
-		return fmt.Errorf("finding build container of job %d: %w", p.ID, err)
-	}
-	if !info.Running {
-		return fmt.Errorf("build container %s of job %d is not running", names.Build, p.ID)
-	}
+	// The build container's name is deterministic: exec on it directly
+	// (a missing or stopped container fails the exec), saving an inspect
+	// per sub-stage.
+	build := NamesFor(s.Settings.RunnerID, p.ID).Build
 
 	var env, secrets []string
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		st, err := s.refreshIdentity(ctx, p, info.ID)
+		st, err := s.refreshIdentity(ctx, p, build)
 		if err != nil {
 			return err
 		}
@@ -91,7 +87,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelExec()
 	go func() {
-		code, err := s.Runtime.Exec(execCtx, info.ID, ExecSpec{
+		code, err := s.Runtime.Exec(execCtx, build, ExecSpec{
 			Cmd: []string{"sh", "-c", shellProbe}, User: user, Env: env,
 			Stdin: script, Stdout: stdout, Stderr: stderr,
 		})
@@ -105,12 +101,12 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	case <-ctx.Done():
 		canceled = true
 		s.Log.Info("terminating script", "job", p.ID, "stage", subStage)
-		res = s.stopScript(info.ID, user, done)
+		res = s.stopScript(build, user, done)
 	}
 	flushErr := errors.Join(stdout.Flush(), stderr.Flush())
 	s.Log.Debug("sub-stage finished", "job", p.ID, "stage", subStage, "exit_code", res.code, "canceled", canceled, "duration", s.now().Sub(start))
 	if res.err != nil {
-		return fmt.Errorf("running %s in %s: %w", subStage, names.Build, res.err)
+		return fmt.Errorf("running %s in %s: %w", subStage, build, res.err)
 	}
 	if flushErr != nil {
 		return fmt.Errorf("writing output of %s: %w", subStage, flushErr)
