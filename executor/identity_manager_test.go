@@ -261,3 +261,19 @@ func TestFailedRevocationStaysInTheLedger(t *testing.T) {
 		t.Fatalf("expired token: %v", err)
 	}
 }
+
+func TestRevocationConfirmedByIntrospection(t *testing.T) {
+	w := newIdentityWorld(t, "fail")
+	w.m.Settings.Identity.IntrospectOnRevoke = true
+	st, err := w.grant(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	introspections := w.env.Okta.Hits("/v1/introspect")
+	if err := w.m.RevokeAll(context.Background(), st, func() error { return w.store.Save(st) }, "cleanup"); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.env.Okta.Hits("/v1/introspect") - introspections; got != 1 {
+		t.Errorf("%d introspections, want 1 confirming the revocation", got)
+	}
+}

@@ -431,3 +431,16 @@ func contains(list []string, v string) bool {
 	}
 	return false
 }
+
+func TestPrepareFailsLoudlyWithoutAGitLabRunnerBinary(t *testing.T) {
+	e := newStageEnv(t, "", basicPayload)
+	e.settings.Docker.RunnerBinary = "" // not configured, not our parent, not on PATH
+	t.Setenv("PATH", t.TempDir())
+	err := e.stages().Prepare(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "set docker.runner_binary") {
+		t.Fatalf("err = %v, want a message naming docker.runner_binary", err)
+	}
+	if cs, ns := e.containers(), e.networks(); len(cs)+len(ns) != 0 {
+		t.Errorf("left behind: %d containers, %d networks", len(cs), len(ns))
+	}
+}

@@ -108,10 +108,17 @@ func oktaAccessTokenClaims(s string) (jti string, ok bool) {
 	return jti, true
 }
 
-// leaksIn lists the leaks in one text: Okta-shaped JWTs and registered
-// tokens (whole, or their signature segment alone).
+// privateKeyPEM is a PEM private key with its content (a masked one shows
+// "[MASKED]" after the header): the DPoP proof keys and job-app keys.
+var privateKeyPEM = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{32,}`)
+
+// leaksIn lists the leaks in one text: Okta-shaped JWTs, registered tokens
+// (whole, or their signature segment alone) and private keys.
 func leaksIn(where, text string, tokens []string) []string {
 	var out []string
+	if privateKeyPEM.MatchString(text) {
+		out = append(out, fmt.Sprintf("%s: a private key", where))
+	}
 	for _, m := range jwtShape.FindAllString(text, -1) {
 		if jti, ok := oktaAccessTokenClaims(m); ok {
 			out = append(out, fmt.Sprintf("%s: an Okta access token (jti %s)", where, jti))
@@ -249,6 +256,12 @@ func TestLeakScanFindsTokens(t *testing.T) {
 	if got := leaksIn("log", "[MASKED] and an ID token "+header+"."+
 		base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"http://gitlab","job_id":"1"}`))+".sig", []string{tok}); len(got) != 0 {
 		t.Errorf("false positives: %q", got)
+	}
+	if got := leaksIn("log", "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n", nil); len(got) != 1 || !strings.Contains(got[0], "private key") {
+		t.Errorf("a private key was not reported: %q", got)
+	}
+	if got := leaksIn("log", "-----BEGIN PRIVATE KEY-----\n[MASKED]\n", nil); len(got) != 0 {
+		t.Errorf("a masked private key was reported: %q", got)
 	}
 	for _, leak := range leaksIn("log", tok, []string{tok}) {
 		if strings.Contains(leak, sig) || strings.Contains(leak, payload) {

@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
+)
+
+// TestIdentityRevokedOnEveryWayOut: whatever ends the job — its script
+// failing, a user cancel or the job timeout — every token issued for it is
+// revoked by cleanup and nothing is left. (Success, a failed prepare and a
+// crashed prepare have their own tests.)
+func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		job     func(j *harness.Job)
+		outcome harness.Outcome
+	}{
+		{"script fails", func(j *harness.Job) { j.Steps = script("exit 3") }, harness.BuildFailure},
+		{"user cancels", func(j *harness.Job) {
+			j.Steps = script("echo CANCEL-ME", "sleep 600")
+			j.CancelWhen = func(log string) bool { return strings.Contains(log, "CANCEL-ME\n") }
+		}, harness.Canceled},
+		{"job times out", func(j *harness.Job) {
+			j.Steps = script("sleep 600")
+			j.Timeout = 4 * time.Second
+		}, harness.TimedOut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newIdentityWorld(t, time.Hour, "", "", standardPolicy)
+			job := idJob(nextJobID(), nil, "")
+			tc.job(&job)
+			job.Payload.Image.Name = w.s.images.Busybox
+			res := w.run(job)
+			wantOutcome(t, res, tc.outcome)
+			issued := w.env.Okta.Issued()
+			if len(issued) != 1 {
+				t.Fatalf("%d tokens issued, want 1", len(issued))
+			}
+			for _, tok := range issued {
+				if !tok.Revoked {
+					t.Errorf("token %s not revoked after %s", tok.JTI, tc.name)
+				}
+			}
+			w.assertClean()
+		})
+	}
+}
