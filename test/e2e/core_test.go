@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -283,41 +282,14 @@ func TestEightConcurrentJobsAreIsolated(t *testing.T) {
 func TestReapRemovesWhatAKilledPrepareLeft(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, "", "service_wait_timeout = \"120s\"", "")
-	a, err := w.runner.NewAttempt(harness.Job{
-		Payload: harness.Payload{
-			Image: harness.Image{Name: w.s.images.Busybox},
-			// EXPOSEs 8080 but never listens: prepare waits on it.
-			Services: []harness.Image{{Name: w.s.exposing, Alias: "stuck", Command: []string{"sleep", "3600"}}},
-		},
-		Steps: script("true"),
-	})
+	a, err := w.runner.NewAttempt(w.stuckPrepare(harness.Job{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	ctx := context.Background()
-	if st, err := a.Config(ctx); err != nil || st.ExitCode != 0 {
-		t.Fatalf("config: %+v %v", st, err)
-	}
-	prepared := make(chan harness.StageRun, 1)
-	go func() {
-		st, _ := a.Prepare(ctx)
-		prepared <- st
-	}()
-	// Wait until prepare has created the service container and is stuck in
-	// the health wait, then kill it the way a crashing host would.
-	pid := waitFor(t, 60*time.Second, func() (int, bool) {
-		if len(w.containers()) == 0 {
-			return 0, false
-		}
-		return findStageProcess(w.settings, "prepare")
-	})
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if st := <-prepared; !st.Signaled {
-		t.Fatalf("prepare was not killed: %+v", st)
-	}
+	// Once prepare has created the service container it is stuck in the
+	// health wait: kill it the way a crashing host would.
+	w.killPrepareWhen(t, a, func() bool { return len(w.containers()) > 0 })
 	if len(w.containers()) == 0 {
 		t.Fatal("nothing left behind to reap; the test proves nothing")
 	}

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -471,17 +470,6 @@ func (dw *dockerWatch) snapshot() ([]events.Message, error) {
 func (dw *dockerWatch) stop() {
 	dw.cancel()
 	<-dw.done
-}
-
-// executorStagePID finds a running executor stage of this world by argv.
-func (w *idWorld) executorStagePID(stage string) (int, bool) {
-	for pid, args := range procArgs() {
-		f := strings.Fields(args)
-		if len(f) >= 4 && f[0] == w.s.binary && f[1] == stage && slices.Contains(f, w.settings) {
-			return pid, true
-		}
-	}
-	return 0, false
 }
 
 // containerWithRole returns this world's container of a role (build,
@@ -1170,29 +1158,9 @@ func TestIdentityTokenIsMaskedInTheJobLog(t *testing.T) {
 func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	t.Parallel()
 	w := newIdentityWorld(t, oktaLife, "", `service_wait_timeout = "60s"`, standardPolicy)
-	s := w.stage(t, harness.Job{
-		Payload: harness.Payload{
-			// EXPOSEs 8080 but never listens: prepare waits on it.
-			Services: []harness.Image{{Name: w.s.exposing, Alias: "stuck", Command: []string{"sleep", "3600"}}},
-		},
-		Steps: script("true"),
-	})
-	s.config()
-	var prepRun harness.StageRun
-	prepDone := make(chan struct{})
-	go func() {
-		defer close(prepDone)
-		prepRun, _ = s.a.Prepare(context.Background())
-	}()
-	// Whatever happens, prepare is gone before the attempt is cleaned up.
-	defer func() {
-		if pid, ok := w.executorStagePID("prepare"); ok {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		<-prepDone
-	}()
+	s := w.stage(t, w.stuckPrepare(harness.Job{}))
 	var tok, jti string
-	pollUntil(t, time.Minute, "a token in the ledger and the service container running", func() bool {
+	w.killPrepareWhen(t, s.a, func() bool {
 		st, ok := w.ledger(t, s.id)
 		if !ok || st.Identity.Current() == nil {
 			return false
@@ -1202,18 +1170,6 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 		return svc
 	})
 	registerToken(tok)
-	var pid int
-	pollUntil(t, 10*time.Second, "the prepare process", func() (ok bool) {
-		pid, ok = w.executorStagePID("prepare")
-		return ok
-	})
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-prepDone
-	if !prepRun.Signaled || prepRun.Signal != syscall.SIGKILL {
-		t.Fatalf("prepare was not killed by SIGKILL: %+v", prepRun)
-	}
 	if !w.env.Okta.Active(tok) || len(w.containers()) == 0 {
 		t.Fatal("nothing left to reap: the test proves nothing")
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -212,30 +211,12 @@ func TestAppModeKilledPrepareIsReaped(t *testing.T) {
 	t.Parallel()
 	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
 	w := modeWorld(t, env, `service_wait_timeout = "120s"`, appRule(env, ""))
-	a, err := w.runner.NewAttempt(harness.Job{Payload: harness.Payload{
-		Image:    harness.Image{Name: w.s.images.Busybox},
-		Services: []harness.Image{{Name: w.s.exposing, Alias: "stuck", Command: []string{"sleep", "3600"}}},
-	}, Steps: script("true")})
+	a, err := w.runner.NewAttempt(w.stuckPrepare(harness.Job{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	ctx := context.Background()
-	if st, err := a.Config(ctx); err != nil || st.ExitCode != 0 {
-		t.Fatalf("config: %+v %v", st, err)
-	}
-	done := make(chan harness.StageRun, 1)
-	go func() { st, _ := a.Prepare(ctx); done <- st }()
-	pid := waitFor(t, 60*time.Second, func() (int, bool) {
-		if len(w.containers()) == 0 || len(liveApps(env)) == 0 {
-			return 0, false
-		}
-		return findStageProcess(w.settings, "prepare")
-	})
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-done
+	w.killPrepareWhen(t, a, func() bool { return len(w.containers()) > 0 && len(liveApps(env)) > 0 })
 	if len(liveApps(env)) != 1 {
 		t.Fatal("no app left behind to reap; the test proves nothing")
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,4 +278,48 @@ func registerWorld(w *world) {
 	worldsMu.Lock()
 	worlds = append(worlds, w)
 	worldsMu.Unlock()
+}
+
+// stuckPrepare gives a job a service that EXPOSEs 8080 but never listens,
+// so prepare sits in the service health wait (the world sets a long
+// service_wait_timeout) after creating its network, containers and
+// identity: the moment a crashing host would kill it.
+func (w *world) stuckPrepare(job harness.Job) harness.Job {
+	if job.Payload.Image.Name == "" {
+		job.Payload.Image.Name = w.s.images.Busybox
+	}
+	job.Payload.Services = append(job.Payload.Services, harness.Image{Name: w.s.exposing, Alias: "stuck", Command: []string{"sleep", "3600"}})
+	if len(job.Steps) == 0 {
+		job.Steps = script("true")
+	}
+	return job
+}
+
+// killPrepareWhen runs config, then prepare in the background; once ready
+// holds it SIGKILLs the prepare process and returns how prepare ended.
+func (w *world) killPrepareWhen(t *testing.T, a *harness.Attempt, ready func() bool) harness.StageRun {
+	t.Helper()
+	ctx := context.Background()
+	if st, err := a.Config(ctx); err != nil || st.ExitCode != 0 {
+		t.Fatalf("config: exit %d %v\n%s", st.ExitCode, err, st.Output)
+	}
+	done := make(chan harness.StageRun, 1)
+	go func() {
+		st, _ := a.Prepare(ctx)
+		done <- st
+	}()
+	pid := waitFor(t, 60*time.Second, func() (int, bool) {
+		if !ready() {
+			return 0, false
+		}
+		return findStageProcess(w.settings, "prepare")
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := <-done
+	if !st.Signaled || st.Signal != syscall.SIGKILL {
+		t.Fatalf("prepare was not killed by SIGKILL: %+v", st)
+	}
+	return st
 }
