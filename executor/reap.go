@@ -171,6 +171,13 @@ func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string 
 			// prepare holds the lock from before it writes this phase
 			// until it writes the next: getting the lock means it died.
 			return "prepare died"
+		case PhaseReady:
+			// A prepared job always has its build container; without it
+			// no sub-stage can run (the engine lost it, or someone removed
+			// it), so its credentials serve nobody.
+			if c.containers == 0 {
+				return "its containers are gone"
+			}
 		}
 		if now.After(s.jobDeadline(st.CreatedAt, st.Timeout)) {
 			return "older than its timeout plus grace"

@@ -444,3 +444,23 @@ func TestPrepareFailsLoudlyWithoutAGitLabRunnerBinary(t *testing.T) {
 		t.Errorf("left behind: %d containers, %d networks", len(cs), len(ns))
 	}
 }
+
+func TestReapTakesReadyJobsWhoseContainersAreGone(t *testing.T) {
+	e := newStageEnv(t, "", basicPayload)
+	if err := e.stages().Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := e.stages().Reap(context.Background(), executor.ReapOptions{}); err != nil || rep.Jobs != 0 {
+		t.Fatalf("a healthy job was reaped: %+v %v", rep, err)
+	}
+	if err := e.rt.RemoveContainer(context.Background(), "gitlab-okta-unit-job-101-build"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.stages().Reap(context.Background(), executor.ReapOptions{})
+	if err != nil || rep.Jobs != 1 || rep.Networks != 1 {
+		t.Fatalf("reap = %+v %v, want the job whose container is gone", rep, err)
+	}
+	if ids, _ := e.store.List(); len(ids) != 0 {
+		t.Errorf("state left: %v", ids)
+	}
+}
