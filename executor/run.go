@@ -27,6 +27,9 @@ const signalAll = `for p in /proc/[0-9]*; do p=${p#/proc/}; [ "$p" -eq 1 ] || [ 
 // Masker hides live tokens in output before the runner sees it.
 type Masker interface {
 	io.Writer
+	// Add masks one more secret from now on (a token refreshed while the
+	// sub-stage runs).
+	Add(secret string)
 	Flush() error
 }
 
@@ -63,10 +66,10 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	build := NamesFor(s.Settings.RunnerID, p.ID).Build
 
 	var env, secrets []string
+	var st *JobState
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		st, err := s.refreshIdentity(ctx, p, build)
-		if err != nil {
+		if st, err = s.refreshIdentity(ctx, p, build, nil); err != nil {
 			return err
 		}
 		if st != nil {
@@ -93,6 +96,9 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		})
 		done <- execResult{code, err}
 	}()
+	if st != nil && st.Identity != nil && st.Identity.Current() != nil {
+		go s.refreshWhileRunning(execCtx, p, build, st, stdout, stderr)
+	}
 
 	var res execResult
 	canceled := false
@@ -150,9 +156,56 @@ func (s *Stages) stopScript(containerID, user string, done <-chan execResult) ex
 	return execResult{-1, errors.New("script did not stop after SIGTERM and SIGKILL")}
 }
 
+// refreshRetry is the pause before retrying a failed refresh while a
+// sub-stage runs (the old token is still valid for the margin).
+const refreshRetry = 30 * time.Second
+
+// refreshWhileRunning keeps the token file fresh while a long sub-stage
+// runs: when the token enters the refresh margin it is replaced as before
+// a sub-stage, and the new token is masked from then on. The exec's
+// environment cannot change, so long-running jobs read the file.
+func (s *Stages) refreshWhileRunning(ctx context.Context, p *Payload, build string, st *JobState, maskers ...Masker) {
+	margin := s.Settings.Identity.RefreshMargin.Duration
+	for {
+		cur := st.Identity.Current()
+		if cur == nil {
+			return
+		}
+		wait := cur.ExpiresAt.Add(-margin).Sub(s.now())
+		if wait < time.Second {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		// The new token is masked before it reaches the file.
+		next, err := s.refreshIdentity(ctx, p, build, func(next *JobState) {
+			for _, secret := range s.Identity.Secrets(next) {
+				for _, m := range maskers {
+					m.Add(secret)
+				}
+			}
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.Log.Warn("refreshing the token during a sub-stage failed; retrying", "job", p.ID, "error", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(refreshRetry):
+			}
+			continue
+		}
+		st = next
+	}
+}
+
 // refreshIdentity replaces a token close to expiry before the sub-stage
 // starts: new token, new file, then the old token revoked.
-func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string) (*JobState, error) {
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
 		return nil, err
@@ -171,6 +224,9 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	save := func() error { return s.State.Save(st) }
 	if err := s.Identity.Reissue(ctx, st, save); err != nil {
 		return nil, fmt.Errorf("refreshing the job's token: %w", err)
+	}
+	if beforeWrite != nil {
+		beforeWrite(st)
 	}
 	if err := s.writeSecretFiles(ctx, containerID, st); err != nil {
 		return nil, err
@@ -212,4 +268,5 @@ type execResult struct {
 
 type nopMasker struct{ io.Writer }
 
+func (nopMasker) Add(string)   {}
 func (nopMasker) Flush() error { return nil }

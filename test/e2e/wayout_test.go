@@ -50,3 +50,33 @@ func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
 		})
 	}
 }
+
+// TestIdentityRefreshDuringALongSubStage: a sub-stage that outlives the
+// token's refresh point finds a new token in the file before it ends, and
+// that token is masked too.
+func TestIdentityRefreshDuringALongSubStage(t *testing.T) {
+	t.Parallel()
+	// Tokens are refreshed 2 s after issuance (5m lifetime, 4m58s margin).
+	w := newIdentityWorld(t, time.Hour, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	job := idJob(nextJobID(), nil, "",
+		`H1=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
+		"sleep 5", // the job's own work: long enough for a refresh point to pass
+		`H2=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
+		`test "$H1" != "$H2" && echo REFRESHED-MID-STAGE`,
+		`cat "$OKTA_ACCESS_TOKEN_FILE"; echo`,
+	)
+	job.Payload.Image.Name = w.s.images.Busybox
+	res := w.run(job)
+	wantOutcome(t, res, harness.Success)
+	wantLog(t, res, "REFRESHED-MID-STAGE", "\n[MASKED]\n")
+	issued := w.env.Okta.Issued()
+	if len(issued) < 2 {
+		t.Fatalf("%d tokens issued, want a refresh", len(issued))
+	}
+	for _, tok := range issued {
+		if !tok.Revoked {
+			t.Errorf("token %s not revoked after the job", tok.JTI)
+		}
+	}
+	w.assertClean()
+}
