@@ -91,8 +91,29 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	runnerBin, err := s.runnerBinary()
+	if err != nil {
+		return err
+	}
 	names := NamesFor(s.Settings.RunnerID, p.ID)
 	s.jobf("Preparing job %d with gitlab-okta-executor %s on runner %s", p.ID, s.Version, s.Settings.RunnerID)
+
+	// Images first: a slow pull must not eat into the token's lifetime,
+	// and a missing image needs no credential revoked.
+	auth := registryAuth(p)
+	buildInfo, err := s.ensureImage(ctx, plan.build, auth)
+	if err != nil {
+		return err
+	}
+	s.jobf("Using image %s (%s)", plan.build.ref, shortID(buildInfo.ID))
+	svcPorts := make([][]int, len(plan.services))
+	for i, svc := range plan.services {
+		info, err := s.ensureImage(ctx, svc.imagePlan, auth)
+		if err != nil {
+			return err
+		}
+		svcPorts[i] = info.ExposedTCPPorts
+	}
 
 	st := &JobState{
 		Runner: s.Settings.RunnerID, JobID: p.ID, ProjectID: p.JobInfo.ProjectID,
@@ -128,10 +149,6 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	if err := s.removeJobResources(ctx, p.ID); err != nil {
 		return err
 	}
-	runnerBin, err := s.runnerBinary()
-	if err != nil {
-		return err
-	}
 
 	netLabels := jobLabels(s.Settings.RunnerID, p, "network", st.CreatedAt)
 	netID, err := s.Runtime.CreateNetwork(ctx, names.Network, netLabels)
@@ -139,21 +156,8 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		return fmt.Errorf("creating job network: %w", err)
 	}
 
-	auth := registryAuth(p)
-	buildInfo, err := s.ensureImage(ctx, plan.build, auth)
-	if err != nil {
-		return err
-	}
-	s.jobf("Using image %s (%s)", plan.build.ref, shortID(buildInfo.ID))
-
-	svcPorts := make([][]int, len(plan.services))
 	svcIDs := make([]string, len(plan.services))
 	for i, svc := range plan.services {
-		info, err := s.ensureImage(ctx, svc.imagePlan, auth)
-		if err != nil {
-			return err
-		}
-		svcPorts[i] = info.ExposedTCPPorts
 		s.jobf("Starting service %s as %s", svc.ref, strings.Join(svc.aliases, ", "))
 		id, err := s.Runtime.RunContainer(ctx, ContainerSpec{
 			Name: names.Service(i, svc.aliases[0]), Image: svc.ref, Entrypoint: svc.entrypoint,

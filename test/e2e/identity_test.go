@@ -1377,9 +1377,10 @@ func TestIdentityReplacedTokenStaysMaskedAfterRefresh(t *testing.T) {
 	w.assertClean()
 }
 
-// TestIdentityFailedPrepareRevokesItsToken: prepare fails after issuing
-// (the image is missing); the job fails without retries and the token is
-// revoked at once, with no ledger left.
+// TestIdentityFailedPrepareRevokesItsToken: a job whose image is missing
+// gets no token at all (images are checked before issuance); a prepare that
+// fails after issuing (a service that cannot start) revokes the token at
+// once, on every attempt, with no ledger left.
 func TestIdentityFailedPrepareRevokesItsToken(t *testing.T) {
 	t.Parallel()
 	w := newIdentityWorld(t, oktaLife, "", "", standardPolicy)
@@ -1388,13 +1389,30 @@ func TestIdentityFailedPrepareRevokesItsToken(t *testing.T) {
 		Steps:   script("true"),
 	})
 	wantOutcome(t, res, harness.BuildFailure)
+	if issued := w.env.Okta.Issued(); len(issued) != 0 {
+		t.Fatalf("a job with a missing image got %d tokens", len(issued))
+	}
+
+	res = w.run(harness.Job{
+		Payload: harness.Payload{Services: []harness.Image{{Name: w.s.images.Busybox, Alias: "broken", Command: []string{"/no/such/program"}}}},
+		Steps:   script("true"),
+	})
+	wantOutcome(t, res, harness.SystemFailure)
 	issued := w.env.Okta.Issued()
-	if len(issued) != 1 || !issued[0].Revoked {
-		t.Fatalf("issued %+v, want one token, revoked", issued)
+	if len(issued) != res.Attempts || res.Attempts < 1 {
+		t.Fatalf("%d tokens for %d prepare attempts", len(issued), res.Attempts)
 	}
 	rev := eventsOf(w.auditEvents(t), res.Payload.ID, identity.EventRevoked)
-	if len(rev) != 1 || rev[0]["token_jti"] != issued[0].JTI || rev[0]["reason"] != "prepare failed" {
-		t.Errorf("revoked audit events %v, want one for %s by the failed prepare", rev, issued[0].JTI)
+	if len(rev) != len(issued) {
+		t.Errorf("%d revoked audit events for %d tokens", len(rev), len(issued))
+	}
+	for i, tok := range issued {
+		if !tok.Revoked {
+			t.Errorf("token %s of a failed prepare is not revoked", tok.JTI)
+		}
+		if i < len(rev) && rev[i]["reason"] != "prepare failed" {
+			t.Errorf("revoked event %v, want reason \"prepare failed\"", rev[i])
+		}
 	}
 	w.assertClean()
 }
