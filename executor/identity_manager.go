@@ -259,8 +259,15 @@ func (m *IdentityManager) Reissue(ctx context.Context, st *JobState, save func()
 	return m.issue(ctx, st, save, identity.EventRefreshed)
 }
 
+// issueBudget bounds an issuance that has started: it is not abandoned on
+// SIGTERM (Okta could issue a token whose answer nobody records), but it
+// cannot outlast the runner's patience either.
+const issueBudget = 2 * time.Minute
+
 func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() error, event string) error {
 	start := m.now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), issueBudget)
+	defer cancel()
 	tok, err := m.request(ctx, st)
 	if err != nil {
 		var of OAuthFailure

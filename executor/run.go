@@ -96,8 +96,14 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		})
 		done <- execResult{code, err}
 	}()
+	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
 	if st != nil && st.Identity != nil && st.Identity.Current() != nil {
-		go s.refreshWhileRunning(execCtx, p, build, st, stdout, stderr)
+		go func() {
+			defer close(refreshDone)
+			s.refreshWhileRunning(stopRefresh, p, build, st, stdout, stderr)
+		}()
+	} else {
+		close(refreshDone)
 	}
 
 	var res execResult
@@ -109,6 +115,10 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		s.Log.Info("terminating script", "job", p.ID, "stage", subStage)
 		res = s.stopScript(build, user, done)
 	}
+	// A refresh under way completes (its token recorded, the old one
+	// revoked) before the stage ends.
+	close(stopRefresh)
+	<-refreshDone
 	flushErr := errors.Join(stdout.Flush(), stderr.Flush())
 	s.Log.Debug("sub-stage finished", "job", p.ID, "stage", subStage, "exit_code", res.code, "canceled", canceled, "duration", s.now().Sub(start))
 	if res.err != nil {
@@ -157,14 +167,19 @@ func (s *Stages) stopScript(containerID, user string, done <-chan execResult) ex
 }
 
 // refreshRetry is the pause before retrying a failed refresh while a
-// sub-stage runs (the old token is still valid for the margin).
-const refreshRetry = 30 * time.Second
+// sub-stage runs (the old token is still valid for the margin), and
+// refreshBudget bounds one refresh: issuance, file, revocation.
+const (
+	refreshRetry  = 30 * time.Second
+	refreshBudget = 3 * time.Minute
+)
 
 // refreshWhileRunning keeps the token file fresh while a long sub-stage
-// runs: when the token enters the refresh margin it is replaced as before
-// a sub-stage, and the new token is masked from then on. The exec's
-// environment cannot change, so long-running jobs read the file.
-func (s *Stages) refreshWhileRunning(ctx context.Context, p *Payload, build string, st *JobState, maskers ...Masker) {
+// runs, until stop is closed: when the token enters the refresh margin it
+// is replaced as before a sub-stage, and the new token is masked before it
+// is written. A refresh that has started is never abandoned halfway. The
+// exec's environment cannot change, so long-running jobs read the file.
+func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build string, st *JobState, maskers ...Masker) {
 	margin := s.Settings.Identity.RefreshMargin.Duration
 	for {
 		cur := st.Identity.Current()
@@ -176,24 +191,23 @@ func (s *Stages) refreshWhileRunning(ctx context.Context, p *Payload, build stri
 			wait = time.Second
 		}
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			return
 		case <-time.After(wait):
 		}
-		// The new token is masked before it reaches the file.
-		next, err := s.refreshIdentity(ctx, p, build, func(next *JobState) {
+		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
+		next, err := s.refreshIdentity(rctx, p, build, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
 				}
 			}
 		})
+		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.Log.Warn("refreshing the token during a sub-stage failed; retrying", "job", p.ID, "error", err)
-			}
+			s.Log.Warn("refreshing the token during a sub-stage failed; retrying", "job", p.ID, "error", err)
 			select {
-			case <-ctx.Done():
+			case <-stop:
 				return
 			case <-time.After(refreshRetry):
 			}
