@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -246,18 +245,26 @@ func (r *Runtime) ListContainers(ctx context.Context, labels map[string]string) 
 	if err != nil {
 		return nil, fmt.Errorf("listing containers with labels %v: %w", labels, err)
 	}
-	// Inspect each one so that List and Inspect describe a container the
-	// same way (the list's creation time has only second precision).
+	// The listing carries all the reaper and cleanup need (labels,
+	// creation time to the second, state, addresses): no inspect per
+	// container, which a busy runner's every prepare would pay for.
 	out := make([]executor.ContainerInfo, 0, len(list))
-	for _, s := range list {
-		info, err := r.InspectContainer(ctx, s.ID)
-		switch {
-		case err == nil:
-			out = append(out, info)
-		case errors.Is(err, executor.ErrNotFound):
-		default:
-			return nil, fmt.Errorf("listing containers with labels %v: %w", labels, err)
+	for _, c := range list {
+		info := executor.ContainerInfo{
+			ID: c.ID, Labels: c.Labels, Created: time.Unix(c.Created, 0).UTC(),
+			Running: c.State == "running", IPAddresses: map[string]string{},
 		}
+		if len(c.Names) > 0 {
+			info.Name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		if c.NetworkSettings != nil {
+			for _, ep := range c.NetworkSettings.Networks {
+				if ep != nil && ep.NetworkID != "" && ep.IPAddress != "" {
+					info.IPAddresses[ep.NetworkID] = ep.IPAddress
+				}
+			}
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }
