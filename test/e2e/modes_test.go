@@ -126,15 +126,19 @@ func readState(t *testing.T, w *world, jobID int64) (appState, bool) {
 }
 
 func appRule(env *identityenv.Env, extra string) string {
+	return appRuleWith(env, 4, extra)
+}
+
+func appRuleWith(env *identityenv.Env, maxConcurrent int, extra string) string {
 	return fmt.Sprintf(`
 [okta.apps]
-max_concurrent = 4
+max_concurrent = %d
 [[policy.rules]]
 name = "own-app"
 mode = "app"
 access_policy = %q
 scopes = ["ci:read"]
-%s`, env.AppPolicy, extra)
+%s`, maxConcurrent, env.AppPolicy, extra)
 }
 
 func liveApps(env *identityenv.Env) []fakeokta.App {
@@ -276,4 +280,60 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+func TestAppModeCanDeliverTheAppsCredentials(t *testing.T) {
+	t.Parallel()
+	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
+	w := modeWorld(t, env, "", appRule(env, `deliver = "credentials"`))
+	res := w.run(harness.Job{Steps: script(
+		`echo "client=$OKTA_APP_CLIENT_ID kid=$OKTA_APP_KEY_ID mode=$(stat -c %a "$OKTA_APP_KEY_FILE")"`,
+		`test -z "$OKTA_ACCESS_TOKEN" && echo NO-TOKEN-VARIABLE`,
+		`cat "$OKTA_APP_KEY_FILE"`,
+	)})
+	wantOutcome(t, res, harness.Success)
+	wantLog(t, res, "mode=400", "NO-TOKEN-VARIABLE", "-----BEGIN PRIVATE KEY-----\n[MASKED]")
+	if strings.Contains(res.JobLog, "client= ") {
+		t.Error("the job did not get its app's client id")
+	}
+	if n := len(env.Okta.Issued()); n != 0 {
+		t.Errorf("%d tokens issued; credentials delivery mints none", n)
+	}
+	if apps := liveApps(env); len(apps) != 0 {
+		t.Errorf("apps after cleanup: %+v", apps)
+	}
+	w.assertClean()
+}
+
+func TestAppModeJobsBeyondTheBudgetWait(t *testing.T) {
+	t.Parallel()
+	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
+	w := modeWorld(t, env, "", appRuleWith(env, 1, ""))
+	const n = 2
+	var wg sync.WaitGroup
+	results := make([]*harness.Result, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Long enough that the other job's prepare finds the only
+			// slot taken.
+			results[i] = w.run(harness.Job{Steps: script("sleep 3")})
+		}(i)
+	}
+	wg.Wait()
+	waited := 0
+	for _, res := range results {
+		wantOutcome(t, res, harness.Success)
+		if strings.Contains(res.JobLog, "Waiting for an app-mode slot: all 1 are in use") {
+			waited++
+		}
+	}
+	if waited != 1 {
+		t.Errorf("%d jobs waited for a slot, want exactly 1", waited)
+	}
+	if apps := liveApps(env); len(apps) != 0 {
+		t.Errorf("apps left: %+v", apps)
+	}
+	w.assertClean()
 }
