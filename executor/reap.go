@@ -123,6 +123,13 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			continue
 		}
 		why := s.orphaned(st, c, now)
+		if why == containersGone {
+			// The listing is from before this job's lock was ours: a
+			// prepare may have finished since. Ask again.
+			if live, err := s.Runtime.ListContainers(ctx, jobSelector(s.Settings.RunnerID, id)); err != nil || len(live) > 0 {
+				why = ""
+			}
+		}
 		if why == "" {
 			unlock()
 			continue
@@ -160,6 +167,10 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 	return rep, errors.Join(errs...)
 }
 
+// containersGone is the reason for a prepared job without containers; the
+// caller confirms it with a fresh listing.
+const containersGone = "its containers are gone"
+
 // orphaned says why a job is certainly over, or "" when it may still run.
 // The caller holds the job's lock, so no stage is working on it now.
 func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string {
@@ -176,7 +187,7 @@ func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string 
 			// no sub-stage can run (the engine lost it, or someone removed
 			// it), so its credentials serve nobody.
 			if c.containers == 0 {
-				return "its containers are gone"
+				return containersGone
 			}
 		}
 		if now.After(s.jobDeadline(st.CreatedAt, st.Timeout)) {

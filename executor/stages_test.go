@@ -464,3 +464,38 @@ func TestReapTakesReadyJobsWhoseContainersAreGone(t *testing.T) {
 		t.Errorf("state left: %v", ids)
 	}
 }
+
+// staleListing answers the first runner-wide ListContainers with nothing,
+// as a reap pass sees it when another job's prepare finishes right after
+// the pass listed the containers.
+type staleListing struct {
+	*runtimetest.Fake
+	once sync.Once
+}
+
+func (s *staleListing) ListContainers(ctx context.Context, labels map[string]string) ([]executor.ContainerInfo, error) {
+	stale := false
+	if _, perJob := labels[executor.LabelJobID]; !perJob {
+		s.once.Do(func() { stale = true })
+	}
+	if stale {
+		return nil, nil
+	}
+	return s.Fake.ListContainers(ctx, labels)
+}
+
+func TestReapDoesNotTrustAStaleListingForContainersGone(t *testing.T) {
+	e := newStageEnv(t, "", basicPayload)
+	if err := e.stages().Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stages := e.stages()
+	stages.Runtime = &staleListing{Fake: e.rt}
+	rep, err := stages.Reap(context.Background(), executor.ReapOptions{})
+	if err != nil || rep.Jobs != 0 {
+		t.Fatalf("reap = %+v %v: a running job was reaped on a stale listing", rep, err)
+	}
+	if len(e.containers()) != 1 {
+		t.Error("the job's container was removed")
+	}
+}
