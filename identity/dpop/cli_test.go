@@ -47,7 +47,7 @@ func runCLI(env map[string]string, now time.Time, args ...string) cliResult {
 // claims.
 func proofClaimsOf(t *testing.T, proof string, k *Key) map[string]any {
 	t.Helper()
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("not a JWS: %v", err)
 	}

@@ -43,7 +43,7 @@ type parsedProof struct {
 
 func verifyProof(t *testing.T, proof string) parsedProof {
 	t.Helper()
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("proof is not an ES256 JWS: %v", err)
 	}
@@ -157,7 +157,7 @@ func TestProofHeaderAndClaims(t *testing.T) {
 
 	// The proof verifies with the key's public JWK and the embedded jwk is
 	// that key.
-	jws, _ := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, _ := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	pub := k.PublicJWK()
 	if _, err := jws.Verify(&pub); err != nil {
 		t.Errorf("does not verify with PublicJWK: %v", err)
@@ -181,7 +181,7 @@ func TestProofHeaderAndClaims(t *testing.T) {
 	claims["htu"] = "https://evil.example/"
 	raw, _ = json.Marshal(claims)
 	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(raw) + "." + parts[2]
-	tj, err := jose.ParseSigned(tampered, []jose.SignatureAlgorithm{jose.ES256})
+	tj, err := jose.ParseSignedCompact(tampered, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestPEMRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jws, _ := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, _ := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	pub := k.PublicJWK()
 	if _, err := jws.Verify(&pub); err != nil {
 		t.Errorf("proof of the parsed key does not verify with the original: %v", err)

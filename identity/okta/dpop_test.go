@@ -58,7 +58,7 @@ func proofOf(t *testing.T, r recordedRequest, key *dpop.Key) map[string]any {
 	if len(proofs) != 1 {
 		t.Fatalf("%d DPoP headers; want 1", len(proofs))
 	}
-	jws, err := jose.ParseSigned(proofs[0], []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proofs[0], []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("DPoP proof: %v", err)
 	}

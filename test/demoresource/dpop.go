@@ -89,7 +89,7 @@ func (r *Resource) verifyDPoP(req *http.Request, token string) (*Claims, error) 
 	default:
 		return nil, invalidProof("the request has more than one DPoP proof header")
 	}
-	jws, err := jose.ParseSigned(proofs[0], proofAlgs)
+	jws, err := jose.ParseSignedCompact(proofs[0], proofAlgs)
 	if err != nil {
 		return nil, invalidProof("the DPoP proof is not a JWS with a public jwk and an asymmetric alg (%s)", proofAlgNames)
 	}

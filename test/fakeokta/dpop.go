@@ -36,7 +36,7 @@ func (s *Server) checkDPoP(r *http.Request, id, tokenURL string, client Client, 
 	default:
 		return "", invalidDPoP("Only one DPoP proof header is allowed.")
 	}
-	jws, err := jose.ParseSigned(proofs[0], assertionAlgs)
+	jws, err := jose.ParseSignedCompact(proofs[0], assertionAlgs)
 	if err != nil {
 		return "", invalidDPoP("The DPoP proof is not a JWS signed with an allowed asymmetric alg.")
 	}
