@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
@@ -95,7 +96,9 @@ func (m *IdentityManager) grantApp(ctx context.Context, p *Payload, st *JobState
 	if err := save(); err != nil {
 		return err
 	}
-	if err := m.Apps.GrantScopes(ctx, app, a.AuthServer, st.Identity.Scopes, a.Policy); err != nil {
+	if err := m.withPolicyLock(func() error {
+		return m.Apps.GrantScopes(ctx, app, a.AuthServer, st.Identity.Scopes, a.Policy)
+	}); err != nil {
 		return fmt.Errorf("granting scopes to the job's Okta app %s: %w", app.ID, err)
 	}
 	fmt.Fprintf(m.JobLog, "Created Okta app %s (client %s) for this job\n", app.Name, app.ClientID)
@@ -104,7 +107,20 @@ func (m *IdentityManager) grantApp(ctx context.Context, p *Payload, st *JobState
 		m.audit(st, identity.AuditEvent{Event: identity.EventIssued, Outcome: "app_credentials", ExpiresAt: &exp})
 		return nil
 	}
-	return m.issue(ctx, st, save, identity.EventIssued)
+	err = m.issue(ctx, st, save, identity.EventIssued)
+	var oe *okta.OAuthError
+	if errors.As(err, &oe) && oe.Code == "access_denied" {
+		// A runner on another host may have dropped the app from the
+		// policy's client list after GrantScopes verified it: add it
+		// again (idempotent) and ask once more.
+		fmt.Fprintf(m.JobLog, "Okta denied the new app a token; re-adding it to policy %s\n", a.Policy)
+		if gerr := m.withPolicyLock(func() error {
+			return m.Apps.GrantScopes(ctx, app, a.AuthServer, st.Identity.Scopes, a.Policy)
+		}); gerr == nil {
+			err = m.issue(ctx, st, save, identity.EventIssued)
+		}
+	}
+	return err
 }
 
 // appProvider returns the provider acting as the job's app.
@@ -124,7 +140,9 @@ func (m *IdentityManager) deleteApp(ctx context.Context, st *JobState, save func
 		return nil
 	}
 	if a.ID != "" {
-		if err := m.Apps.RemoveFromPolicy(ctx, a.AuthServer, a.Policy, a.ClientID); err != nil {
+		if err := m.withPolicyLock(func() error {
+			return m.Apps.RemoveFromPolicy(ctx, a.AuthServer, a.Policy, a.ClientID)
+		}); err != nil {
 			return fmt.Errorf("removing app %s from policy %s: %w", a.ID, a.Policy, err)
 		}
 		if err := m.Apps.DeleteJobApp(ctx, a.ID); err != nil {
@@ -161,7 +179,7 @@ func (m *IdentityManager) ReapApps(ctx context.Context, live func(jobID int64) b
 			continue
 		}
 		if as, pol := a.Labels[appLabelAuthServer], a.Labels[appLabelPolicy]; as != "" && pol != "" {
-			if err := m.Apps.RemoveFromPolicy(ctx, as, pol, a.ClientID); err != nil {
+			if err := m.withPolicyLock(func() error { return m.Apps.RemoveFromPolicy(ctx, as, pol, a.ClientID) }); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -176,6 +194,23 @@ func (m *IdentityManager) ReapApps(ctx context.Context, live func(jobID int64) b
 		m.audit(st, identity.AuditEvent{Event: identity.EventReaped, Mode: identity.ModeApp, AppID: a.ID, Outcome: "app_deleted", Reason: "reap: job gone"})
 	}
 	return n, errors.Join(errs...)
+}
+
+// withPolicyLock serialises this host's updates of access-policy client
+// lists. Okta has no conditional update, so two stage processes editing
+// one list at once could each drop the other's change after it was
+// verified, and a job would then be denied its token. Runners on other
+// hosts can still race; grantApp repairs that once.
+func (m *IdentityManager) withPolicyLock(fn func() error) error {
+	f, err := os.OpenFile(filepath.Join(m.Settings.StateDir, "app-policy.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening the policy lock: %w", err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("taking the policy lock: %w", err)
+	}
+	return fn()
 }
 
 // acquireAppSlot takes one of okta.apps.max_concurrent slot files

@@ -3,6 +3,7 @@ package executor_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"net/http"
 	"os"
@@ -275,5 +276,71 @@ func TestRevocationConfirmedByIntrospection(t *testing.T) {
 	}
 	if got := w.env.Okta.Hits("/v1/introspect") - introspections; got != 1 {
 		t.Errorf("%d introspections, want 1 confirming the revocation", got)
+	}
+}
+
+// forgetfulApps loses the first policy update, as a racing writer on
+// another host would.
+type forgetfulApps struct {
+	executor.AppManager
+	grants int
+}
+
+func (f *forgetfulApps) GrantScopes(ctx context.Context, app *okta.JobApp, as string, scopes []string, policy string) error {
+	f.grants++
+	if f.grants == 1 {
+		return nil
+	}
+	return f.AppManager.GrantScopes(ctx, app, as, scopes, policy)
+}
+
+func TestAppModeRepairsALostPolicyEntry(t *testing.T) {
+	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
+	dir := t.TempDir()
+	sp := filepath.Join(dir, "settings.toml")
+	body := "dev_mode = true\nrunner_id = \"unit\"\nstate_dir = \"" + dir + "\"\n" + env.SettingsTOML("") + `
+[[policy.rules]]
+name = "own-app"
+mode = "app"
+access_policy = "` + env.AppPolicy + `"
+scopes = ["ci:read"]
+`
+	if err := os.WriteFile(sp, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := executor.LoadSettings(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := okta.LoadPrivateKey(s.Identity.PrivateKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	apps, err := okta.NewAppManager(context.Background(), okta.AppManagerConfig{OrgURL: env.Okta.URL(), ClientID: identityenv.ClientID,
+		Key: key, KeyID: identityenv.KeyID, HTTPClient: hc, NamePrefix: "gitlab-job-", RunnerID: "unit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgetful := &forgetfulApps{AppManager: apps}
+	jobLog := &bytes.Buffer{}
+	m := &executor.IdentityManager{Settings: s, Log: hclog.NewNullLogger(), JobLog: jobLog, Audit: &identity.AuditLog{},
+		Apps: forgetful, Store: executor.NewMemStore(),
+		AppProvider: func(clientID string, k crypto.Signer, kid string) (identity.Provider, error) {
+			return okta.New(okta.Config{ClientID: clientID, Key: k, KeyID: kid, HTTPClient: hc})
+		}}
+	st := &executor.JobState{Runner: "unit", JobID: 77, ProjectID: 1}
+	p := &executor.Payload{ID: 77, JobInfo: executor.PayloadJobInfo{ProjectID: 1, ProjectFullPath: "group/app"}}
+	if err := m.Grant(context.Background(), p, st, func() error { return nil }); err != nil {
+		t.Fatalf("grant: %v\n%s", err, jobLog)
+	}
+	if forgetful.grants != 2 || st.Identity.Current() == nil || st.Identity.Current().ClientID != st.Identity.App.ClientID {
+		t.Fatalf("grants %d, identity %+v: want the entry re-added and a token for the app", forgetful.grants, st.Identity)
+	}
+	if !strings.Contains(jobLog.String(), "re-adding it to policy") {
+		t.Errorf("job log: %q", jobLog)
+	}
+	if err := m.RevokeAll(context.Background(), st, func() error { return nil }, "cleanup"); err != nil {
+		t.Fatal(err)
 	}
 }
