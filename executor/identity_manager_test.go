@@ -40,6 +40,27 @@ scopes = ["ci:read"]
 project_path = ["g/*"]
 `
 
+// identitySettings loads a dev-mode settings file for runner "unit" whose
+// sections sections(stateDir) returns, and the runner app's key.
+func identitySettings(t *testing.T, env *identityenv.Env, sections func(stateDir string) string) (*executor.Settings, crypto.Signer) {
+	t.Helper()
+	dir := t.TempDir()
+	sp := filepath.Join(dir, "settings.toml")
+	body := "dev_mode = true\nrunner_id = \"unit\"\nstate_dir = \"" + dir + "\"\n" + sections(dir)
+	if err := os.WriteFile(sp, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := executor.LoadSettings(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := okta.LoadPrivateKey(s.Identity.PrivateKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, key
+}
+
 type identityWorld struct {
 	env     *identityenv.Env
 	m       *executor.IdentityManager
@@ -53,21 +74,9 @@ type identityWorld struct {
 func newIdentityWorld(t *testing.T, onNoMatch string) *identityWorld {
 	t.Helper()
 	env := identityenv.Start(t, time.Hour)
-	dir := t.TempDir()
-	sp := filepath.Join(dir, "settings.toml")
-	body := "dev_mode = true\nrunner_id = \"unit\"\nstate_dir = \"" + dir + "\"\n" +
-		env.SettingsTOML(`audit_log = "`+filepath.Join(dir, "audit.log")+`"`) + strings.ReplaceAll(testPolicy, "%ON%", onNoMatch)
-	if err := os.WriteFile(sp, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := executor.LoadSettings(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(s.Identity.PrivateKeyPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, key := identitySettings(t, env, func(dir string) string {
+		return env.SettingsTOML(`audit_log = "`+filepath.Join(dir, "audit.log")+`"`) + strings.ReplaceAll(testPolicy, "%ON%", onNoMatch)
+	})
 	client, err := okta.New(okta.Config{ClientID: identityenv.ClientID, Key: key, KeyID: identityenv.KeyID,
 		HTTPClient: &http.Client{Timeout: 10 * time.Second}, MaxAttempts: 2, BaseBackoff: time.Millisecond})
 	if err != nil {
@@ -296,26 +305,15 @@ func (f *forgetfulApps) GrantScopes(ctx context.Context, app *okta.JobApp, as st
 
 func TestAppModeRepairsALostPolicyEntry(t *testing.T) {
 	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
-	dir := t.TempDir()
-	sp := filepath.Join(dir, "settings.toml")
-	body := "dev_mode = true\nrunner_id = \"unit\"\nstate_dir = \"" + dir + "\"\n" + env.SettingsTOML("") + `
+	s, key := identitySettings(t, env, func(string) string {
+		return env.SettingsTOML("") + `
 [[policy.rules]]
 name = "own-app"
 mode = "app"
 access_policy = "` + env.AppPolicy + `"
 scopes = ["ci:read"]
 `
-	if err := os.WriteFile(sp, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := executor.LoadSettings(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(s.Identity.PrivateKeyPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	hc := &http.Client{Timeout: 10 * time.Second}
 	apps, err := okta.NewAppManager(context.Background(), okta.AppManagerConfig{OrgURL: env.Okta.URL(), ClientID: identityenv.ClientID,
 		Key: key, KeyID: identityenv.KeyID, HTTPClient: hc, NamePrefix: "gitlab-job-", RunnerID: "unit"})

@@ -18,10 +18,10 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
-// shellProbe starts the first shell found, in the order the Docker
+// ShellProbe starts the first shell found, in the order the Docker
 // executor probes (bash paths first, then sh variants, then busybox). With
 // no arguments the shell reads its script from stdin.
-const shellProbe = `if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash
+const ShellProbe = `if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash
 elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash
 elif [ -x /bin/bash ]; then exec /bin/bash
 elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh
@@ -181,7 +181,7 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 	buildID, err := s.Runtime.RunContainer(ctx, ContainerSpec{
 		Name: names.Build, Image: plan.build.ref, Entrypoint: plan.build.entrypoint,
-		Cmd: []string{"sh", "-c", shellProbe}, OpenStdin: true,
+		Cmd: []string{"sh", "-c", ShellProbe}, OpenStdin: true,
 		Labels:    jobLabels(s.Settings.RunnerID, p, "build", st.CreatedAt),
 		User:      s.Settings.Docker.User,
 		NetworkID: netID, NetworkAliases: []string{"build"},

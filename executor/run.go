@@ -91,7 +91,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	defer cancelExec()
 	go func() {
 		code, err := s.Runtime.Exec(execCtx, build, ExecSpec{
-			Cmd: []string{"sh", "-c", shellProbe}, User: user, Env: env,
+			Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
 			Stdin: script, Stdout: stdout, Stderr: stderr,
 		})
 		done <- execResult{code, err}

@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
@@ -311,19 +312,6 @@ func (w *jobWorld) runDirect(b *testing.B, ctx context.Context, n int) (time.Dur
 	return total, p
 }
 
-// shellProbe is executor/prepare.go's: the keep-alive command of the build
-// container and the command of every exec.
-const shellProbe = `if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash
-elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash
-elif [ -x /bin/bash ]; then exec /bin/bash
-elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh
-elif [ -x /usr/bin/sh ]; then exec /usr/bin/sh
-elif [ -x /bin/sh ]; then exec /bin/sh
-elif [ -x /busybox/sh ]; then exec /busybox/sh
-else echo shell not found; exit 1
-fi
-`
-
 // Labels of the direct program's resources: as many as a job's, under a
 // managed-by value no reaper of the executor selects.
 const (
@@ -356,7 +344,7 @@ func (w *jobWorld) directJob(ctx context.Context, n int) (time.Duration, jobPhas
 		return 0, p, fmt.Errorf("direct: creating network: %w", err)
 	}
 	cfg := &container.Config{
-		Image: w.image, Cmd: []string{"sh", "-c", shellProbe}, OpenStdin: true, Labels: labels,
+		Image: w.image, Cmd: []string{"sh", "-c", executor.ShellProbe}, OpenStdin: true, Labels: labels,
 	}
 	hostCfg := &container.HostConfig{
 		Mounts: []mount.Mount{
@@ -404,7 +392,7 @@ func (w *jobWorld) directJob(ctx context.Context, n int) (time.Duration, jobPhas
 // requires exit code 0.
 func directExec(ctx context.Context, cli *client.Client, id, script string) error {
 	ex, err := cli.ContainerExecCreate(ctx, id, container.ExecOptions{
-		Cmd: []string{"sh", "-c", shellProbe}, AttachStdin: true, AttachStdout: true, AttachStderr: true,
+		Cmd: []string{"sh", "-c", executor.ShellProbe}, AttachStdin: true, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -245,26 +244,19 @@ func TestEightConcurrentJobsAreIsolated(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, "", "", "")
 	const n = 8
-	var wg sync.WaitGroup
-	results := make([]*harness.Result, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			results[i] = w.run(harness.Job{
-				Payload: harness.Payload{JobInfo: harness.JobInfo{ProjectID: int64(9000 + i), ProjectFullPath: fmt.Sprintf("g/p%d", i)}},
-				Steps: script(
-					"echo mine-$CI_JOB_ID > /builds/owner",
-					"echo cache-$CI_JOB_ID > /cache/owner",
-					"echo READY",
-					"test \"$(cat /builds/owner)\" = mine-$CI_JOB_ID",
-					"test \"$(cat /cache/owner)\" = cache-$CI_JOB_ID",
-					"echo builds: $(ls /builds | tr '\\n' ' ')",
-				),
-			})
-		}(i)
-	}
-	wg.Wait()
+	results := w.runConcurrently(n, func(i int) harness.Job {
+		return harness.Job{
+			Payload: harness.Payload{JobInfo: harness.JobInfo{ProjectID: int64(9000 + i), ProjectFullPath: fmt.Sprintf("g/p%d", i)}},
+			Steps: script(
+				"echo mine-$CI_JOB_ID > /builds/owner",
+				"echo cache-$CI_JOB_ID > /cache/owner",
+				"echo READY",
+				"test \"$(cat /builds/owner)\" = mine-$CI_JOB_ID",
+				"test \"$(cat /cache/owner)\" = cache-$CI_JOB_ID",
+				"echo builds: $(ls /builds | tr '\\n' ' ')",
+			),
+		}
+	})
 	for i, res := range results {
 		wantOutcome(t, res, harness.Success)
 		for j, other := range results {

@@ -246,25 +246,13 @@ func TestAppModeBurstWaitsForTheRateLimit(t *testing.T) {
 	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true,
 		AppRateLimit: 2, RateLimitWindow: 2 * time.Second})
 	w := modeWorld(t, env, "", appRule(env, ""))
-	const n = 4
-	var wg sync.WaitGroup
-	results := make([]*harness.Result, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			results[i] = w.run(harness.Job{Steps: script(`test -s "$OKTA_ACCESS_TOKEN_FILE"`)})
-		}(i)
-	}
-	wg.Wait()
-	waited := 0
+	results := w.runConcurrently(4, func(int) harness.Job {
+		return harness.Job{Steps: script(`test -s "$OKTA_ACCESS_TOKEN_FILE"`)}
+	})
 	for _, res := range results {
 		wantOutcome(t, res, harness.Success)
-		if strings.Contains(res.JobLog, "rate limit is reached: waiting") {
-			waited++
-		}
 	}
-	if waited == 0 {
+	if logsContaining(results, "rate limit is reached: waiting") == 0 {
 		t.Error("no job waited for the rate limit; the burst did not exceed it")
 	}
 	if apps := liveApps(env); len(apps) != 0 {
@@ -309,26 +297,12 @@ func TestAppModeJobsBeyondTheBudgetWait(t *testing.T) {
 	t.Parallel()
 	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
 	w := modeWorld(t, env, "", appRuleWith(env, 1, ""))
-	const n = 2
-	var wg sync.WaitGroup
-	results := make([]*harness.Result, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			// Long enough that the other job's prepare finds the only
-			// slot taken.
-			results[i] = w.run(harness.Job{Steps: script("sleep 3")})
-		}(i)
-	}
-	wg.Wait()
-	waited := 0
+	// Long enough that the other job's prepare finds the only slot taken.
+	results := w.runConcurrently(2, func(int) harness.Job { return harness.Job{Steps: script("sleep 3")} })
 	for _, res := range results {
 		wantOutcome(t, res, harness.Success)
-		if strings.Contains(res.JobLog, "Waiting for an app-mode slot: all 1 are in use") {
-			waited++
-		}
 	}
+	waited := logsContaining(results, "Waiting for an app-mode slot: all 1 are in use")
 	if waited != 1 {
 		t.Errorf("%d jobs waited for a slot, want exactly 1", waited)
 	}

@@ -323,3 +323,30 @@ func (w *world) killPrepareWhen(t *testing.T, a *harness.Attempt, ready func() b
 	}
 	return st
 }
+
+// runConcurrently runs n jobs at once, job(i) making the i-th, and returns
+// their results in order.
+func (w *world) runConcurrently(n int, job func(i int) harness.Job) []*harness.Result {
+	var wg sync.WaitGroup
+	results := make([]*harness.Result, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			results[i] = w.run(job(i))
+		}(i)
+	}
+	wg.Wait()
+	return results
+}
+
+// logsContaining counts the results whose job log contains s.
+func logsContaining(results []*harness.Result, s string) int {
+	n := 0
+	for _, res := range results {
+		if strings.Contains(res.JobLog, s) {
+			n++
+		}
+	}
+	return n
+}
