@@ -21,11 +21,11 @@ func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
 	}{
 		{"script fails", func(j *harness.Job) { j.Steps = script("exit 3") }, harness.BuildFailure},
 		{"user cancels", func(j *harness.Job) {
-			j.Steps = script("echo CANCEL-ME", "sleep 600")
+			j.Steps = script("echo CANCEL-ME", harness.UntilSignalled)
 			j.CancelWhen = func(log string) bool { return strings.Contains(log, "CANCEL-ME\n") }
 		}, harness.Canceled},
 		{"job times out", func(j *harness.Job) {
-			j.Steps = script("sleep 600")
+			j.Steps = script(harness.UntilSignalled)
 			j.Timeout = 4 * time.Second
 		}, harness.TimedOut},
 	} {
