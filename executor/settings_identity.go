@@ -150,6 +150,42 @@ func (o *IdentitySettings) applyDefaults() {
 	}
 }
 
+// systemTopDirs are the top-level directories of a Linux image: a tmpfs
+// mounted on one of them, or on a directory inside one, hides the image's
+// files there (a token file in /etc/okta would be harmless, in /etc/ssl
+// it breaks TLS, in /usr/local/bin it hides the runner binary), so the
+// token's directory lives under /run or under a top-level directory of its
+// own.
+var systemTopDirs = map[string]bool{
+	"bin": true, "boot": true, "dev": true, "etc": true, "home": true, "lib": true, "lib32": true, "lib64": true,
+	"libx32": true, "media": true, "mnt": true, "opt": true, "proc": true, "root": true, "sbin": true, "srv": true,
+	"sys": true, "tmp": true, "usr": true, "var": true,
+}
+
+// within reports whether dir is root or below it.
+func within(dir, root string) bool {
+	root = path.Clean(root)
+	return dir == root || strings.HasPrefix(dir, root+"/")
+}
+
+// checkTokenDir enforces the token file's directory rule: the directory
+// becomes a tmpfs, so it must be one the job's image does not need,
+// either below /run (/run/gitlab-okta, the default) or a non-system
+// top-level directory (/okta).
+func checkTokenDir(file string) error {
+	if !path.IsAbs(file) || path.Clean(file) != file {
+		return errors.New("must be a clean absolute path")
+	}
+	dir := path.Dir(file)
+	if dir == "/" || dir == "/run" {
+		return fmt.Errorf("its directory %s becomes a tmpfs: put the file in a directory of its own such as /run/gitlab-okta", dir)
+	}
+	if top := strings.SplitN(dir[1:], "/", 2)[0]; systemTopDirs[top] {
+		return fmt.Errorf("its directory %s becomes a tmpfs that would hide the image's files under /%s: use a directory under /run (such as /run/gitlab-okta) or a top-level directory of its own", dir, top)
+	}
+	return nil
+}
+
 var (
 	authServerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	envPrefixPattern    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_$`)
@@ -274,10 +310,10 @@ func (s *Settings) validateIdentity() error {
 	} else if !path.IsAbs(o.AuditLog) {
 		add("okta.audit_log %q must be an absolute path", o.AuditLog)
 	}
-	if !path.IsAbs(o.Delivery.TokenFile) || path.Dir(o.Delivery.TokenFile) == "/" {
-		add("okta.delivery.token_file %q must be an absolute path in its own directory (it becomes a tmpfs)", o.Delivery.TokenFile)
+	if err := checkTokenDir(o.Delivery.TokenFile); err != nil {
+		add("okta.delivery.token_file %q: %v", o.Delivery.TokenFile, err)
 	}
-	if dir := path.Dir(o.Delivery.TokenFile); dir == path.Clean(s.BuildsDir) || dir == path.Clean(s.CacheDir) {
+	if dir := path.Dir(o.Delivery.TokenFile); within(dir, s.BuildsDir) || within(dir, s.CacheDir) {
 		add("okta.delivery.token_file %q must not live in the builds or cache directory", o.Delivery.TokenFile)
 	}
 	if !envPrefixPattern.MatchString(o.Delivery.EnvPrefix) {
