@@ -30,7 +30,9 @@ func TestReapNeverTakesAJobWhoseScriptRuns(t *testing.T) {
 	// Well past the job's timeout plus grace.
 	e.now = e.now.Add(time.Hour)
 	done := make(chan error, 1)
-	go func() { done <- e.stages().Run(context.Background(), writeScript(t, "sleep 1000"), "build_script", nil) }()
+	go func() {
+		done <- e.stages().Run(context.Background(), writeScript(t, "sleep 1000"), "build_script", nil)
+	}()
 	<-started
 
 	rep, err := e.stages().Reap(context.Background(), executor.ReapOptions{})
