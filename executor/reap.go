@@ -31,7 +31,8 @@ type reapCandidate struct {
 }
 
 // Reap finds jobs of this runner that are certainly over and tears them
-// down: their state says finished (cleanup could not revoke everything),
+// down: their state says finished (cleanup could not revoke everything)
+// or cleanup_failed (cleanup could not remove the containers),
 // their prepare died (state says preparing and nobody holds the job), or
 // they are older than their timeout plus the reap grace. Jobs a stage is
 // working on hold their lock, and jobs whose script runs hold their run
@@ -195,6 +196,8 @@ func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string 
 		switch st.Phase {
 		case PhaseFinished:
 			return "cleanup left credentials behind"
+		case PhaseCleanupFailed:
+			return "cleanup could not remove its containers"
 		case PhasePreparing:
 			// prepare holds the lock from before it writes this phase
 			// until it writes the next: getting the lock means it died.

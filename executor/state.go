@@ -24,6 +24,11 @@ const (
 	PhasePreparing = "preparing"
 	PhaseReady     = "ready"
 	PhaseFinished  = "finished"
+	// PhaseCleanupFailed: cleanup could not confirm the job's containers
+	// and network gone (the engine did not answer). The state stays so
+	// the reaper takes the job at once; its tokens are revoked already
+	// unless the ledger says otherwise.
+	PhaseCleanupFailed = "cleanup_failed"
 )
 
 // JobState is what the executor must remember between its stage processes
