@@ -323,7 +323,7 @@ func (s *Stages) securityOpt() []string {
 func (s *Stages) buildMounts(p *Payload, runnerBin string, st *JobState) ([]Mount, error) {
 	mounts := []Mount{
 		{Type: MountVolume, Target: s.Settings.BuildsDir},
-		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID), Target: s.Settings.CacheDir},
+		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID, p.Protected()), Target: s.Settings.CacheDir},
 		{Type: MountBind, Source: runnerBin, Target: runnerBinaryTarget, ReadOnly: true},
 	}
 	if s.Identity != nil {
