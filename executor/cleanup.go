@@ -78,6 +78,11 @@ func (s *Stages) removeJobResources(ctx context.Context, jobID int64) error {
 	sel := jobSelector(s.Settings.RunnerID, jobID)
 	names := NamesFor(s.Settings.RunnerID, jobID)
 	containers, err := s.Runtime.ListContainers(ctx, sel)
+	var unreachable *EngineUnreachableError
+	if errors.As(err, &unreachable) {
+		// Every other call would fail the same way.
+		return unreachable
+	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing containers of job %d: %w", jobID, err))
 	}
