@@ -117,3 +117,13 @@ func TestSettingsDockerHost(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsAcceptECKeyForAppMode: the management API takes the same
+// keys as token requests (okta-sdk-golang signs through a jose.Signer).
+func TestSettingsAcceptECKeyForAppMode(t *testing.T) {
+	key := writeKey(t, "ec", 0o600)
+	body := strings.ReplaceAll(identityBase, "%KEY%", key) + "mode = \"app\"\naccess_policy = \"00p1\"\n"
+	if _, err := LoadSettings(writeSettings(t, body)); err != nil {
+		t.Fatalf("an EC P-256 key with an app-mode rule was refused: %v", err)
+	}
+}

@@ -60,9 +60,8 @@ type IdentitySettings struct {
 }
 
 // AppsSettings configure app mode. The runner's app (client_id) creates
-// the job apps, so it needs the okta.apps.manage and
-// okta.authorizationServers.manage scopes and, because okta-sdk-golang
-// authenticates only with RSA, an RSA key.
+// the job apps with its own key (RSA or EC P-256), so it needs the
+// okta.apps.manage and okta.authorizationServers.manage scopes.
 type AppsSettings struct {
 	// MaxConcurrent bounds the app-mode jobs of this runner at once; more
 	// wait in prepare. Okta allows about 100 app creations a minute on
@@ -256,8 +255,6 @@ func (s *Settings) validateIdentity() error {
 		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
 	} else if o.KeyAlgorithm != "" && o.KeyAlgorithm != alg {
 		add("okta.key_algorithm %s does not match the key in %s, which signs %s", o.KeyAlgorithm, o.PrivateKeyFile, alg)
-	} else if alg != "RS256" && s.usesMode(identity.ModeApp) {
-		add("okta.private_key_file %s: app-mode rules manage apps through okta-sdk-golang, which authenticates only with an RSA key", o.PrivateKeyFile)
 	} else {
 		o.privateKeyPEM = b
 	}
