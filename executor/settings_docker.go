@@ -41,8 +41,7 @@ func (d *DockerSettings) validateHost() error {
 			add("docker.host %q: use tcp://host:port", d.Host)
 			break
 		}
-		ip := net.ParseIP(host)
-		loopback := (ip != nil && ip.IsLoopback()) || host == "localhost"
+		loopback := isLoopback(host)
 		if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
 			add("docker.tls_cert_file and docker.tls_key_file go together")
 		} else if d.TLSCertFile == "" && !loopback {
@@ -67,4 +66,10 @@ func (d *DockerSettings) validateHost() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isLoopback reports whether a URL's host name is this machine's loopback.
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return (ip != nil && ip.IsLoopback()) || host == "localhost"
 }

@@ -3,7 +3,6 @@ package executor
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path"
@@ -385,8 +384,7 @@ func checkServiceURL(raw string, devMode bool) error {
 		if !devMode {
 			return errors.New("https is required (plain http only with dev_mode on loopback)")
 		}
-		host := u.Hostname()
-		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		if isLoopback(u.Hostname()) {
 			return nil
 		}
 		return errors.New("dev_mode allows plain http only on loopback")

@@ -279,7 +279,7 @@ func flockFile(name string, how int, jobID int64) (func(), error) {
 type MemStore struct {
 	mu       sync.Mutex
 	states   map[int64][]byte
-	locks    map[int64]*sync.Mutex
+	locks    map[int64]*sync.RWMutex
 	runLocks map[int64]*sync.RWMutex
 }
 
@@ -287,7 +287,7 @@ var _ StateStore = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.Mutex{}, runLocks: map[int64]*sync.RWMutex{}}
+	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.RWMutex{}, runLocks: map[int64]*sync.RWMutex{}}
 }
 
 // Load implements StateStore.
@@ -340,13 +340,7 @@ func (m *MemStore) List() ([]int64, error) {
 
 // Lock implements StateStore.
 func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
-	m.mu.Lock()
-	l, ok := m.locks[jobID]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[jobID] = l
-	}
-	m.mu.Unlock()
+	l := m.lockOf(m.locks, jobID)
 	if wait {
 		l.Lock()
 	} else if !l.TryLock() {
@@ -357,13 +351,7 @@ func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
 
 // LockRun implements StateStore.
 func (m *MemStore) LockRun(jobID int64, shared bool) (func(), error) {
-	m.mu.Lock()
-	l, ok := m.runLocks[jobID]
-	if !ok {
-		l = &sync.RWMutex{}
-		m.runLocks[jobID] = l
-	}
-	m.mu.Unlock()
+	l := m.lockOf(m.runLocks, jobID)
 	if shared {
 		l.RLock()
 		return l.RUnlock, nil
@@ -372,4 +360,15 @@ func (m *MemStore) LockRun(jobID int64, shared bool) (func(), error) {
 		return nil, ErrLocked
 	}
 	return l.Unlock, nil
+}
+
+func (m *MemStore) lockOf(locks map[int64]*sync.RWMutex, jobID int64) *sync.RWMutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := locks[jobID]
+	if !ok {
+		l = &sync.RWMutex{}
+		locks[jobID] = l
+	}
+	return l
 }
