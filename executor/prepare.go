@@ -81,7 +81,11 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 	defer unlock()
 
-	if rep, rerr := s.Reap(ctx, opportunisticReap); rerr != nil {
+	var unreachable *EngineUnreachableError
+	if rep, rerr := s.Reap(ctx, opportunisticReap); errors.As(rerr, &unreachable) {
+		// Nothing below can work: say so once.
+		return unreachable
+	} else if rerr != nil {
 		s.Log.Warn("opportunistic reap failed", "error", rerr)
 	} else if rep.Jobs > 0 {
 		s.Log.Info("opportunistic reap", "jobs", rep.Jobs, "containers", rep.Containers, "tokens", rep.Tokens)
@@ -319,7 +323,7 @@ func (s *Stages) securityOpt() []string {
 func (s *Stages) buildMounts(p *Payload, runnerBin string, st *JobState) ([]Mount, error) {
 	mounts := []Mount{
 		{Type: MountVolume, Target: s.Settings.BuildsDir},
-		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID), Target: s.Settings.CacheDir},
+		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID, p.Protected()), Target: s.Settings.CacheDir},
 		{Type: MountBind, Source: runnerBin, Target: runnerBinaryTarget, ReadOnly: true},
 	}
 	if s.Identity != nil {

@@ -31,11 +31,13 @@ type reapCandidate struct {
 }
 
 // Reap finds jobs of this runner that are certainly over and tears them
-// down: their state says finished (cleanup could not revoke everything),
+// down: their state says finished (cleanup could not revoke everything)
+// or cleanup_failed (cleanup could not remove the containers),
 // their prepare died (state says preparing and nobody holds the job), or
 // they are older than their timeout plus the reap grace. Jobs a stage is
-// working on hold their lock and are skipped, so the reaper is safe to run
-// from a timer while jobs run.
+// working on hold their lock, and jobs whose script runs hold their run
+// lock: both are skipped, so the reaper is safe to run from a timer while
+// jobs run.
 func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error) {
 	var rep ReapReport
 	var errs []error
@@ -134,6 +136,21 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			unlock()
 			continue
 		}
+		// A script still running means the job is not over, however
+		// old it looks; holding this keeps a new sub-stage from
+		// starting while the job is torn down.
+		stopRuns, err := s.State.LockRun(id, false)
+		if errors.Is(err, ErrLocked) {
+			s.Log.Info("not reaping job: its script is running", "job", id, "why", why)
+			rep.Skipped++
+			unlock()
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			unlock()
+			continue
+		}
 		tokens := 0
 		if st != nil && st.Identity != nil {
 			for _, t := range st.Identity.Tokens {
@@ -151,6 +168,7 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			rep.Networks += c.networks
 			rep.Tokens += tokens
 		}
+		stopRuns()
 		unlock()
 	}
 	if s.Identity != nil && !opts.SkipApps && ctx.Err() == nil {
@@ -178,6 +196,8 @@ func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string 
 		switch st.Phase {
 		case PhaseFinished:
 			return "cleanup left credentials behind"
+		case PhaseCleanupFailed:
+			return "cleanup could not remove its containers"
 		case PhasePreparing:
 			// prepare holds the lock from before it writes this phase
 			// until it writes the next: getting the lock means it died.

@@ -3,7 +3,6 @@ package executor
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path"
@@ -60,9 +59,8 @@ type IdentitySettings struct {
 }
 
 // AppsSettings configure app mode. The runner's app (client_id) creates
-// the job apps, so it needs the okta.apps.manage and
-// okta.authorizationServers.manage scopes and, because okta-sdk-golang
-// authenticates only with RSA, an RSA key.
+// the job apps with its own key (RSA or EC P-256), so it needs the
+// okta.apps.manage and okta.authorizationServers.manage scopes.
 type AppsSettings struct {
 	// MaxConcurrent bounds the app-mode jobs of this runner at once; more
 	// wait in prepare. Okta allows about 100 app creations a minute on
@@ -150,6 +148,42 @@ func (o *IdentitySettings) applyDefaults() {
 	}
 }
 
+// systemTopDirs are the top-level directories of a Linux image: a tmpfs
+// mounted on one of them, or on a directory inside one, hides the image's
+// files there (a token file in /etc/okta would be harmless, in /etc/ssl
+// it breaks TLS, in /usr/local/bin it hides the runner binary), so the
+// token's directory lives under /run or under a top-level directory of its
+// own.
+var systemTopDirs = map[string]bool{
+	"bin": true, "boot": true, "dev": true, "etc": true, "home": true, "lib": true, "lib32": true, "lib64": true,
+	"libx32": true, "media": true, "mnt": true, "opt": true, "proc": true, "root": true, "sbin": true, "srv": true,
+	"sys": true, "tmp": true, "usr": true, "var": true,
+}
+
+// within reports whether dir is root or below it.
+func within(dir, root string) bool {
+	root = path.Clean(root)
+	return dir == root || strings.HasPrefix(dir, root+"/")
+}
+
+// checkTokenDir enforces the token file's directory rule: the directory
+// becomes a tmpfs, so it must be one the job's image does not need,
+// either below /run (/run/gitlab-okta, the default) or a non-system
+// top-level directory (/okta).
+func checkTokenDir(file string) error {
+	if !path.IsAbs(file) || path.Clean(file) != file {
+		return errors.New("must be a clean absolute path")
+	}
+	dir := path.Dir(file)
+	if dir == "/" || dir == "/run" {
+		return fmt.Errorf("its directory %s becomes a tmpfs: put the file in a directory of its own such as /run/gitlab-okta", dir)
+	}
+	if top := strings.SplitN(dir[1:], "/", 2)[0]; systemTopDirs[top] {
+		return fmt.Errorf("its directory %s becomes a tmpfs that would hide the image's files under /%s: use a directory under /run (such as /run/gitlab-okta) or a top-level directory of its own", dir, top)
+	}
+	return nil
+}
+
 var (
 	authServerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	envPrefixPattern    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_$`)
@@ -220,8 +254,6 @@ func (s *Settings) validateIdentity() error {
 		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
 	} else if o.KeyAlgorithm != "" && o.KeyAlgorithm != alg {
 		add("okta.key_algorithm %s does not match the key in %s, which signs %s", o.KeyAlgorithm, o.PrivateKeyFile, alg)
-	} else if alg != "RS256" && s.usesMode(identity.ModeApp) {
-		add("okta.private_key_file %s: app-mode rules manage apps through okta-sdk-golang, which authenticates only with an RSA key", o.PrivateKeyFile)
 	} else {
 		o.privateKeyPEM = b
 	}
@@ -274,10 +306,10 @@ func (s *Settings) validateIdentity() error {
 	} else if !path.IsAbs(o.AuditLog) {
 		add("okta.audit_log %q must be an absolute path", o.AuditLog)
 	}
-	if !path.IsAbs(o.Delivery.TokenFile) || path.Dir(o.Delivery.TokenFile) == "/" {
-		add("okta.delivery.token_file %q must be an absolute path in its own directory (it becomes a tmpfs)", o.Delivery.TokenFile)
+	if err := checkTokenDir(o.Delivery.TokenFile); err != nil {
+		add("okta.delivery.token_file %q: %v", o.Delivery.TokenFile, err)
 	}
-	if dir := path.Dir(o.Delivery.TokenFile); dir == path.Clean(s.BuildsDir) || dir == path.Clean(s.CacheDir) {
+	if dir := path.Dir(o.Delivery.TokenFile); within(dir, s.BuildsDir) || within(dir, s.CacheDir) {
 		add("okta.delivery.token_file %q must not live in the builds or cache directory", o.Delivery.TokenFile)
 	}
 	if !envPrefixPattern.MatchString(o.Delivery.EnvPrefix) {
@@ -352,8 +384,7 @@ func checkServiceURL(raw string, devMode bool) error {
 		if !devMode {
 			return errors.New("https is required (plain http only with dev_mode on loopback)")
 		}
-		host := u.Hostname()
-		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		if isLoopback(u.Hostname()) {
 			return nil
 		}
 		return errors.New("dev_mode allows plain http only on loopback")

@@ -24,6 +24,11 @@ const (
 	PhasePreparing = "preparing"
 	PhaseReady     = "ready"
 	PhaseFinished  = "finished"
+	// PhaseCleanupFailed: cleanup could not confirm the job's containers
+	// and network gone (the engine did not answer). The state stays so
+	// the reaper takes the job at once; its tokens are revoked already
+	// unless the ledger says otherwise.
+	PhaseCleanupFailed = "cleanup_failed"
 )
 
 // JobState is what the executor must remember between its stage processes
@@ -112,6 +117,13 @@ type StateStore interface {
 	// Lock serialises the stages, cleanup and the reaper on one job. With
 	// wait false it returns ErrLocked instead of blocking.
 	Lock(jobID int64, wait bool) (unlock func(), err error)
+	// LockRun is the marker of a running script, separate from Lock so a
+	// refresh can take Lock while the script runs. Run holds it shared
+	// (waiting) for as long as its exec lasts; the reaper takes it
+	// exclusively, never waiting (ErrLocked while a script runs), and
+	// keeps it while it tears the job down. So a job whose script runs is
+	// never reaped, whatever its age or the settings.
+	LockRun(jobID int64, shared bool) (unlock func(), err error)
 }
 
 // FileStore is the StateStore on disk: <root>/jobs/<id>/state.json written
@@ -184,8 +196,10 @@ func (f *FileStore) Delete(jobID int64) error {
 	if err := os.RemoveAll(f.jobDir(jobID)); err != nil {
 		return fmt.Errorf("deleting state of job %d: %w", jobID, err)
 	}
-	if err := os.Remove(f.lockPath(jobID)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("deleting lock of job %d: %w", jobID, err)
+	for _, l := range []string{f.lockPath(jobID), f.runLockPath(jobID)} {
+		if err := os.Remove(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("deleting lock of job %d: %w", jobID, err)
+		}
 	}
 	return nil
 }
@@ -212,17 +226,33 @@ func (f *FileStore) lockPath(jobID int64) string {
 	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
 }
 
+func (f *FileStore) runLockPath(jobID int64) string {
+	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".run")
+}
+
 // Lock implements StateStore with flock(2), which the kernel releases when
 // the holder dies, so a killed stage never wedges the job. Delete removes
 // the lock file while holding it; a process that was waiting on the
 // removed file notices that its path now names another file (or none)
 // and locks again, so two holders never lock different files.
 func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
-	name := f.lockPath(jobID)
 	how := syscall.LOCK_EX
 	if !wait {
 		how |= syscall.LOCK_NB
 	}
+	return flockFile(f.lockPath(jobID), how, jobID)
+}
+
+// LockRun implements StateStore with flock(2) on a second file, like Lock.
+func (f *FileStore) LockRun(jobID int64, shared bool) (func(), error) {
+	how := syscall.LOCK_EX | syscall.LOCK_NB
+	if shared {
+		how = syscall.LOCK_SH
+	}
+	return flockFile(f.runLockPath(jobID), how, jobID)
+}
+
+func flockFile(name string, how int, jobID int64) (func(), error) {
 	for {
 		fd, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
@@ -247,16 +277,17 @@ func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
 // MemStore is the in-memory StateStore for stage unit tests. It passes the
 // same contract suite as FileStore.
 type MemStore struct {
-	mu     sync.Mutex
-	states map[int64][]byte
-	locks  map[int64]*sync.Mutex
+	mu       sync.Mutex
+	states   map[int64][]byte
+	locks    map[int64]*sync.RWMutex
+	runLocks map[int64]*sync.RWMutex
 }
 
 var _ StateStore = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.Mutex{}}
+	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.RWMutex{}, runLocks: map[int64]*sync.RWMutex{}}
 }
 
 // Load implements StateStore.
@@ -309,17 +340,35 @@ func (m *MemStore) List() ([]int64, error) {
 
 // Lock implements StateStore.
 func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
-	m.mu.Lock()
-	l, ok := m.locks[jobID]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[jobID] = l
-	}
-	m.mu.Unlock()
+	l := m.lockOf(m.locks, jobID)
 	if wait {
 		l.Lock()
 	} else if !l.TryLock() {
 		return nil, ErrLocked
 	}
 	return l.Unlock, nil
+}
+
+// LockRun implements StateStore.
+func (m *MemStore) LockRun(jobID int64, shared bool) (func(), error) {
+	l := m.lockOf(m.runLocks, jobID)
+	if shared {
+		l.RLock()
+		return l.RUnlock, nil
+	}
+	if !l.TryLock() {
+		return nil, ErrLocked
+	}
+	return l.Unlock, nil
+}
+
+func (m *MemStore) lockOf(locks map[int64]*sync.RWMutex, jobID int64) *sync.RWMutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := locks[jobID]
+	if !ok {
+		l = &sync.RWMutex{}
+		locks[jobID] = l
+	}
+	return l
 }

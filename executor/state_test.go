@@ -77,6 +77,32 @@ func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, fun
 		}
 		again()
 	})
+	t.Run("run lock", func(t *testing.T) {
+		s, _ := newStore(t)
+		// Run holds it shared while the script runs; a refresh still
+		// gets the job lock meanwhile.
+		running, err := s.LockRun(5, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.LockRun(5, false); !errors.Is(err, ErrLocked) {
+			t.Fatalf("reaper while a script runs: %v, want ErrLocked", err)
+		}
+		if unlock, err := s.Lock(5, false); err != nil {
+			t.Fatalf("job lock while a script runs: %v", err)
+		} else {
+			unlock()
+		}
+		running()
+		reaper, err := s.LockRun(5, false)
+		if err != nil {
+			t.Fatalf("reaper after the script: %v", err)
+		}
+		if _, err := s.LockRun(5, false); !errors.Is(err, ErrLocked) {
+			t.Fatalf("second reaper: %v, want ErrLocked", err)
+		}
+		reaper()
+	})
 }
 
 func TestFileStoreContract(t *testing.T) {

@@ -123,7 +123,10 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	if cmd == "run" && fs.NArg() != 2 {
 		return fmt.Errorf("run needs <script> <sub-stage>, got %d arguments", fs.NArg())
 	}
-	rt, err := docker.New(logger.Named("docker"))
+	d := &settings.Docker
+	rt, err := docker.Connect(logger.Named("docker"), docker.Endpoint{
+		Host: d.Host, CAFile: d.TLSCAFile, CertFile: d.TLSCertFile, KeyFile: d.TLSKeyFile,
+	})
 	if err != nil {
 		return err
 	}

@@ -216,7 +216,9 @@ func TestCacheIsRestoredInTheNextJobOfTheProject(t *testing.T) {
 }
 
 func (w *world) removeCacheVolume(project int) {
-	name := fmt.Sprintf("gitlab-okta-%s-cache-project-%d", w.runnerID, project)
+	// The jobs of these tests do not say whether their ref is protected:
+	// unprotected.
+	name := fmt.Sprintf("gitlab-okta-%s-cache-project-%d-non-protected", w.runnerID, project)
 	if err := w.s.docker.VolumeRemove(context.Background(), name, true); err != nil {
 		w.t.Errorf("removing cache volume: %v", err)
 	}

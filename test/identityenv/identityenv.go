@@ -55,8 +55,7 @@ const (
 type Options struct {
 	// Lifetime is Okta's access-policy token lifetime.
 	Lifetime time.Duration
-	// RSA gives the runner app an RSA key (app mode needs one: the Okta
-	// SDK authenticates only with RSA) instead of EC P-256.
+	// RSA gives the runner app an RSA key instead of EC P-256.
 	RSA bool
 	// DPoPApp registers DPoPClientID, DPoP-bound, for dpop-mode rules.
 	DPoPApp bool
