@@ -35,6 +35,16 @@ type OAuthFailure interface {
 	JobFault() bool
 }
 
+// RunnerFault is implemented by identity-provider errors that refuse the
+// runner's own configuration rather than the job (Okta's invalid_client,
+// unauthorized_client, invalid_dpop_proof): RunnerFault says what the
+// operator should check, "" when the refusal is not of that kind. Such a
+// failure is a system failure; the job is not to blame.
+type RunnerFault interface {
+	error
+	RunnerFault() string
+}
+
 // DPoPIssuer issues DPoP-bound tokens; the Okta client implements it.
 type DPoPIssuer interface {
 	IssueDPoP(ctx context.Context, req identity.TokenRequest, key *dpop.Key) (identity.Token, error)
@@ -270,6 +280,22 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	defer cancel()
 	tok, err := m.request(ctx, st)
 	if err != nil {
+		var rf RunnerFault
+		if errors.As(err, &rf) && rf.RunnerFault() != "" {
+			fmt.Fprintf(m.JobLog, "Okta refused the runner's own app, not this job: %s\n", rf.RunnerFault())
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "runner_misconfigured", Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
+		var ue *identity.UnconfirmedIssueError
+		if errors.As(err, &ue) {
+			// At most one token nobody holds: this stage fails (the runner
+			// retries prepare) instead of asking again and minting more.
+			fmt.Fprintf(m.JobLog, "Okta did not answer the token request in time; it may have issued a token "+
+				"that nobody holds and that expires on its own (client assertion jti %s in Okta's System Log)\n", ue.AssertionJTI)
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "unconfirmed",
+				AssertionJTI: ue.AssertionJTI, Issuer: ue.Issuer, Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
 		var of OAuthFailure
 		if errors.As(err, &of) && of.JobFault() {
 			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "okta_refused", Reason: err.Error()})
