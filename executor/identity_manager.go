@@ -178,7 +178,7 @@ func (m *IdentityManager) ExecEnv(st *JobState) []string {
 // NeedsRefresh implements Identity.
 func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
 	cur := st.Identity.Current()
-	return cur != nil && cur.ExpiresAt.Sub(m.now()) < m.Settings.Identity.RefreshMargin.Duration
+	return cur != nil && !m.now().Before(cur.RefreshDue(m.Settings.Identity.RefreshMargin.Duration))
 }
 
 // Grant implements Identity.
@@ -310,9 +310,18 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	if limit := tok.IssuedAt.Add(time.Duration(st.Identity.Lifetime) * time.Second); st.Identity.Lifetime > 0 && limit.Before(expires) {
 		expires = limit
 	}
+	// The lifetime Okta returned decides when to refresh, not only the
+	// configured one: a 5-minute access policy with a 5-minute margin
+	// would make every token due at once.
+	margin := m.Settings.Identity.RefreshMargin.Duration
+	plan := PlanRefresh(tok.IssuedAt, expires, margin)
+	announce := (plan.Adjusted || plan.Floored) && !st.Identity.RefreshAdjusted
+	if announce {
+		st.Identity.RefreshAdjusted = true
+	}
 	st.Identity.Tokens = append(st.Identity.Tokens, LedgerEntry{
 		Token: tok.Value.Reveal(), Issuer: tok.Issuer, JTI: tok.JTI, ClientID: tok.ClientID,
-		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID,
+		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID, RefreshAt: plan.At,
 	})
 	if err := save(); err != nil {
 		// The token is live but not in the ledger: revoke it right away.
@@ -327,6 +336,16 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	}
 	m.audit(st, identity.AuditEvent{Event: event, Outcome: "ok", TokenJTI: tok.JTI, Issuer: tok.Issuer,
 		ExpiresAt: &expires, OktaRequestID: tok.RequestID})
+	if announce {
+		lifetime := expires.Sub(tok.IssuedAt)
+		line := plan.explain(st.Identity.Rule, lifetime, margin)
+		fmt.Fprintln(m.JobLog, line)
+		m.Log.Warn("refresh margin adjusted to the token lifetime", "job", st.JobID, "rule", st.Identity.Rule,
+			"lifetime", lifetime, "refresh_margin", margin, "effective_margin", plan.Margin, "floored", plan.Floored)
+		m.audit(st, identity.AuditEvent{Event: identity.EventRefreshAdjusted, Outcome: "adjusted", TokenJTI: tok.JTI,
+			Issuer: tok.Issuer, ExpiresAt: &expires, TokenLifetime: int64(lifetime / time.Second),
+			RefreshMargin: int64(plan.Margin / time.Second), Reason: line})
+	}
 	m.Log.Info("token "+event, "job", st.JobID, "rule", st.Identity.Rule, "jti", tok.JTI, "expires_at", expires, "duration", m.now().Sub(start))
 	return nil
 }

@@ -22,6 +22,10 @@ const (
 	// EventIssueFailed records an issuance that failed for the runner's
 	// reasons (Okta unreachable, retries exhausted), not a denial.
 	EventIssueFailed = "issue_failed"
+	// EventRefreshAdjusted records, once per job, that the lifetime Okta
+	// returned was too short for the configured refresh margin, and the
+	// margin used instead.
+	EventRefreshAdjusted = "refresh_adjusted"
 )
 
 // AuditEvent is one line of the audit log. It never holds a token: only
@@ -45,7 +49,11 @@ type AuditEvent struct {
 	// AssertionJTI is the jti of the client assertion of a token request
 	// whose answer was lost (issue_failed, outcome "unconfirmed"): Okta's
 	// System Log finds the request, and any token it minted, by it.
-	AssertionJTI  string     `json:"assertion_jti,omitempty"`
+	AssertionJTI string `json:"assertion_jti,omitempty"`
+	// TokenLifetime and RefreshMargin (seconds) are the lifetime Okta
+	// returned and the refresh margin used for it (refresh_adjusted).
+	TokenLifetime int64      `json:"token_lifetime_seconds,omitempty"`
+	RefreshMargin int64      `json:"refresh_margin_seconds,omitempty"`
 	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
 	OktaRequestID string     `json:"okta_request_id,omitempty"`
 	Outcome       string     `json:"outcome"`
@@ -150,6 +158,12 @@ func (e AuditEvent) keyValues() []any {
 	opt("issuer", e.Issuer)
 	opt("token_jti", e.TokenJTI)
 	opt("assertion_jti", e.AssertionJTI)
+	if e.TokenLifetime != 0 {
+		kv = append(kv, "token_lifetime_seconds", e.TokenLifetime)
+	}
+	if e.RefreshMargin != 0 {
+		kv = append(kv, "refresh_margin_seconds", e.RefreshMargin)
+	}
 	if e.ExpiresAt != nil {
 		kv = append(kv, "expires_at", e.ExpiresAt.Format(time.RFC3339Nano))
 	}
