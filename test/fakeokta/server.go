@@ -154,11 +154,11 @@ type Server struct {
 	keysMaxAge time.Duration
 	log        hclog.Logger
 
-	ln     net.Listener
-	srv    *http.Server
-	url    string
-	cancel context.CancelFunc
-	done   chan struct{}
+	ln        net.Listener
+	srv       *http.Server
+	url       string
+	cancel    context.CancelFunc
+	done      chan struct{}
 	closed    chan struct{} // closed by Close, ends late answers
 	closeOnce sync.Once
 
