@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -68,10 +66,10 @@ func TestRunnerMisconfigurationIsASystemFailure(t *testing.T) {
 			w.useClient(t, func(c *okta.Config) { c.KeyID = "runner-key-9" })
 		}, `its kid "runner-key-9"`},
 		{"DPoP required by the app", func(w *identityWorld) {
-			w.env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, DPoPBound: true, Keys: w.clientKeys(t)})
+			w.env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, DPoPBound: true, Keys: w.env.RunnerAppKeys(identityenv.KeyID)})
 		}, "Require Demonstrating Proof of Possession (DPoP) header in token requests"},
 		{"no client_credentials grant", func(w *identityWorld) {
-			w.env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, GrantTypes: []string{"authorization_code"}, Keys: w.clientKeys(t)})
+			w.env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, GrantTypes: []string{"authorization_code"}, Keys: w.env.RunnerAppKeys(identityenv.KeyID)})
 		}, "client_credentials"},
 	}
 	for _, tt := range tests {
@@ -94,21 +92,6 @@ func TestRunnerMisconfigurationIsASystemFailure(t *testing.T) {
 			}
 		})
 	}
-}
-
-// clientKeys returns the runner app's registered public key set.
-func (w *identityWorld) clientKeys(t *testing.T) (set jose.JSONWebKeySet) {
-	t.Helper()
-	key, err := okta.LoadPrivateKey(w.m.Settings.Identity.PrivateKeyPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	alg, err := okta.SigningAlgorithm(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set.Keys = []jose.JSONWebKey{{Key: key.Public(), KeyID: identityenv.KeyID, Algorithm: alg, Use: "sig"}}
-	return set
 }
 
 // TestEmptyGitLabKeySetIsASystemFailure: GitLab publishing no signing key

@@ -2,16 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
@@ -74,25 +70,6 @@ func TestHardeningShortLifetimeDoesNotStormOkta(t *testing.T) {
 	}
 }
 
-// runnerAppKeys is the runner app's public key under kid, to re-register
-// the app with other settings.
-func runnerAppKeys(t *testing.T, env *identityenv.Env, kid string) jose.JSONWebKeySet {
-	t.Helper()
-	b, err := os.ReadFile(env.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alg, err := okta.SigningAlgorithm(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Algorithm: alg, Use: "sig"}}}
-}
-
 // TestHardeningRunnerMisconfigurationIsASystemFailure: Okta refusing the
 // runner's own app (a wrong kid, an app requiring DPoP in token mode, an
 // app without client_credentials) and GitLab publishing no signing key are
@@ -103,26 +80,26 @@ func TestHardeningRunnerMisconfigurationIsASystemFailure(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		setup   func(t *testing.T, env *identityenv.Env)
+		setup   func(_ *testing.T, env *identityenv.Env)
 		idToken bool
 		policy  string
 		outcome harness.Outcome
 		log     []string
 	}{
 		{name: "key registered under another kid", outcome: harness.SystemFailure,
-			setup: func(t *testing.T, env *identityenv.Env) {
-				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, Keys: runnerAppKeys(t, env, "runner-key-2")})
+			setup: func(_ *testing.T, env *identityenv.Env) {
+				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, Keys: env.RunnerAppKeys("runner-key-2")})
 			},
 			log: []string{"Okta refused the runner's own app, not this job", `its kid "` + identityenv.KeyID + `"`, "registered on the app", "invalid_client"}},
 		{name: "DPoP required by the app", outcome: harness.SystemFailure,
-			setup: func(t *testing.T, env *identityenv.Env) {
-				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, DPoPBound: true, Keys: runnerAppKeys(t, env, identityenv.KeyID)})
+			setup: func(_ *testing.T, env *identityenv.Env) {
+				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, DPoPBound: true, Keys: env.RunnerAppKeys(identityenv.KeyID)})
 			},
 			log: []string{"invalid_dpop_proof", "The DPoP proof JWT header is missing.",
 				`clear "Require Demonstrating Proof of Possession (DPoP) header in token requests"`, `mode = "dpop"`}},
 		{name: "no client_credentials grant", outcome: harness.SystemFailure,
-			setup: func(t *testing.T, env *identityenv.Env) {
-				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, GrantTypes: []string{"authorization_code"}, Keys: runnerAppKeys(t, env, identityenv.KeyID)})
+			setup: func(_ *testing.T, env *identityenv.Env) {
+				env.Okta.AddClient(fakeokta.Client{ID: identityenv.ClientID, GrantTypes: []string{"authorization_code"}, Keys: env.RunnerAppKeys(identityenv.KeyID)})
 			},
 			log: []string{"unauthorized_client", "may not use the client_credentials grant"}},
 		{name: "empty GitLab key set", idToken: true, outcome: harness.SystemFailure,
