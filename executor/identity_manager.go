@@ -35,6 +35,16 @@ type OAuthFailure interface {
 	JobFault() bool
 }
 
+// RunnerFault is implemented by identity-provider errors that refuse the
+// runner's own configuration rather than the job (Okta's invalid_client,
+// unauthorized_client, invalid_dpop_proof): RunnerFault says what the
+// operator should check, "" when the refusal is not of that kind. Such a
+// failure is a system failure; the job is not to blame.
+type RunnerFault interface {
+	error
+	RunnerFault() string
+}
+
 // DPoPIssuer issues DPoP-bound tokens; the Okta client implements it.
 type DPoPIssuer interface {
 	IssueDPoP(ctx context.Context, req identity.TokenRequest, key *dpop.Key) (identity.Token, error)
@@ -168,7 +178,7 @@ func (m *IdentityManager) ExecEnv(st *JobState) []string {
 // NeedsRefresh implements Identity.
 func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
 	cur := st.Identity.Current()
-	return cur != nil && cur.ExpiresAt.Sub(m.now()) < m.Settings.Identity.RefreshMargin.Duration
+	return cur != nil && !m.now().Before(cur.RefreshDue(m.Settings.Identity.RefreshMargin.Duration))
 }
 
 // Grant implements Identity.
@@ -270,6 +280,22 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	defer cancel()
 	tok, err := m.request(ctx, st)
 	if err != nil {
+		var rf RunnerFault
+		if errors.As(err, &rf) && rf.RunnerFault() != "" {
+			fmt.Fprintf(m.JobLog, "Okta refused the runner's own app, not this job: %s\n", rf.RunnerFault())
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "runner_misconfigured", Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
+		var ue *identity.UnconfirmedIssueError
+		if errors.As(err, &ue) {
+			// At most one token nobody holds: this stage fails (the runner
+			// retries prepare) instead of asking again and minting more.
+			fmt.Fprintf(m.JobLog, "Okta did not answer the token request in time; it may have issued a token "+
+				"that nobody holds and that expires on its own (client assertion jti %s in Okta's System Log)\n", ue.AssertionJTI)
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "unconfirmed",
+				AssertionJTI: ue.AssertionJTI, Issuer: ue.Issuer, Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
 		var of OAuthFailure
 		if errors.As(err, &of) && of.JobFault() {
 			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "okta_refused", Reason: err.Error()})
@@ -284,9 +310,18 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	if limit := tok.IssuedAt.Add(time.Duration(st.Identity.Lifetime) * time.Second); st.Identity.Lifetime > 0 && limit.Before(expires) {
 		expires = limit
 	}
+	// The lifetime Okta returned decides when to refresh, not only the
+	// configured one: a 5-minute access policy with a 5-minute margin
+	// would make every token due at once.
+	margin := m.Settings.Identity.RefreshMargin.Duration
+	plan := PlanRefresh(tok.IssuedAt, expires, margin)
+	announce := (plan.Adjusted || plan.Floored) && !st.Identity.RefreshAdjusted
+	if announce {
+		st.Identity.RefreshAdjusted = true
+	}
 	st.Identity.Tokens = append(st.Identity.Tokens, LedgerEntry{
 		Token: tok.Value.Reveal(), Issuer: tok.Issuer, JTI: tok.JTI, ClientID: tok.ClientID,
-		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID,
+		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID, RefreshAt: plan.At,
 	})
 	if err := save(); err != nil {
 		// The token is live but not in the ledger: revoke it right away.
@@ -301,6 +336,16 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	}
 	m.audit(st, identity.AuditEvent{Event: event, Outcome: "ok", TokenJTI: tok.JTI, Issuer: tok.Issuer,
 		ExpiresAt: &expires, OktaRequestID: tok.RequestID})
+	if announce {
+		lifetime := expires.Sub(tok.IssuedAt)
+		line := plan.explain(st.Identity.Rule, lifetime, margin)
+		fmt.Fprintln(m.JobLog, line)
+		m.Log.Warn("refresh margin adjusted to the token lifetime", "job", st.JobID, "rule", st.Identity.Rule,
+			"lifetime", lifetime, "refresh_margin", margin, "effective_margin", plan.Margin, "floored", plan.Floored)
+		m.audit(st, identity.AuditEvent{Event: identity.EventRefreshAdjusted, Outcome: "adjusted", TokenJTI: tok.JTI,
+			Issuer: tok.Issuer, ExpiresAt: &expires, TokenLifetime: int64(lifetime / time.Second),
+			RefreshMargin: int64(plan.Margin / time.Second), Reason: line})
+	}
 	m.Log.Info("token "+event, "job", st.JobID, "rule", st.Identity.Rule, "jti", tok.JTI, "expires_at", expires, "duration", m.now().Sub(start))
 	return nil
 }

@@ -193,7 +193,9 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 		if cur == nil {
 			return
 		}
-		wait := cur.ExpiresAt.Add(-margin).Sub(s.now())
+		// The plan recorded at issuance already compares the margin with
+		// the lifetime Okta returned and keeps MinRefreshInterval.
+		wait := cur.RefreshDue(margin).Sub(s.now())
 		if wait < time.Second {
 			wait = time.Second
 		}

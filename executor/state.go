@@ -67,6 +67,10 @@ type IdentityState struct {
 	DPoPKey string `json:"dpop_key,omitempty"`
 	// App is the job's own Okta service app (app mode only).
 	App *AppState `json:"app,omitempty"`
+	// RefreshAdjusted records that the job log and the audit log were told
+	// the refresh margin had to be adjusted to the lifetime Okta returns,
+	// so they are told once per job.
+	RefreshAdjusted bool `json:"refresh_adjusted,omitempty"`
 	// Tokens lists every token issued for the job, oldest first. The file
 	// holding it is 0600 in a 0700 directory and is deleted once every
 	// token is revoked.
@@ -84,6 +88,8 @@ type LedgerEntry struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	RequestID string    `json:"request_id"`
 	Revoked   bool      `json:"revoked"`
+	// RefreshAt is when the token is to be replaced (see PlanRefresh).
+	RefreshAt time.Time `json:"refresh_at,omitzero"`
 }
 
 // Current returns the newest unrevoked token, or nil.

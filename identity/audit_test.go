@@ -53,6 +53,17 @@ func auditEvents() map[string]AuditEvent {
 			e.Event, e.Protected, e.Outcome = EventDenied, nil, "failure"
 			e.Reason = `no policy rule matched: "deploy": ref_protected is "false" (wants ["true"])`
 		}),
+		EventIssueFailed + "_unconfirmed": with(func(e *AuditEvent) {
+			e.Event, e.Rule, e.Mode, e.Scopes = EventIssueFailed, "deploy", "token", []string{"deploy:write"}
+			e.Issuer, e.AssertionJTI, e.Outcome = "https://example.okta.com/oauth2/aus1deploy", "Q7XGJ3VYRAX4GA3D2B6XTYHCZE", "unconfirmed"
+			e.Reason = "token request may have been served but got no answer"
+		}),
+		EventRefreshAdjusted: with(func(e *AuditEvent) {
+			e.Event, e.Rule, e.Mode, e.Scopes = EventRefreshAdjusted, "deploy", "token", []string{"deploy:write"}
+			e.Issuer, e.TokenJTI, e.ExpiresAt = "https://example.okta.com/oauth2/aus1deploy", "AT.abc123", &exp
+			e.TokenLifetime, e.RefreshMargin, e.Outcome = 300, 100, "adjusted"
+			e.Reason = `Okta's tokens for rule "deploy" live 5m0s, less than twice okta.refresh_margin (5m0s): refreshing 1m40s before expiry instead`
+		}),
 		EventReaped: with(func(e *AuditEvent) {
 			e.Event, e.Issuer, e.TokenJTI, e.Outcome = EventReaped, "https://example.okta.com/oauth2/aus1deploy", "AT.ghi789", "success"
 			e.Mode, e.AppID = "app", "0oa1jobapp"

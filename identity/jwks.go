@@ -78,6 +78,16 @@ func (f *keyCacheFile) key(kid string) *rsa.PublicKey {
 	return nil
 }
 
+// hasUsableKey reports whether any key of the set could verify a token.
+func (f *keyCacheFile) hasUsableKey() bool {
+	for _, k := range f.set.Keys {
+		if f.key(k.KeyID) != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (f *keyCacheFile) parse() error {
 	f.set = jose.JSONWebKeySet{}
 	if err := json.Unmarshal(f.Keys, &f.set); err != nil {
@@ -190,6 +200,12 @@ func (v *GitLabVerifier) fetchKeys(ctx context.Context, now time.Time) (*keyCach
 	}
 	if err := f.parse(); err != nil {
 		return nil, fail(err)
+	}
+	if !f.hasUsableKey() {
+		// No token can verify against this set: GitLab's keys are
+		// missing, which no job can fix. Not cached, so the next job
+		// fetches again.
+		return nil, fail(fmt.Errorf("key set has no usable signing key (RS256, RSA of at least %d bits) among %d keys", minRSABits, len(f.set.Keys)))
 	}
 	v.logger().Debug("fetched GitLab signing keys", "url", f.URL, "keys", len(f.set.Keys), "max_age", f.MaxAge)
 	return f, nil

@@ -53,12 +53,19 @@ func newAssertionSigner(clientID, keyID string, key crypto.Signer) (*assertionSi
 // endpoint URL called. Each call has a fresh random jti: Okta rejects a
 // replayed one, so a retry must never reuse an assertion.
 func (s *assertionSigner) sign(audience string, now time.Time) (string, error) {
+	assertion, _, err := s.signWithID(audience, now)
+	return assertion, err
+}
+
+// signWithID is sign that also returns the assertion's jti, which finds
+// the request in Okta's System Log when its answer is lost.
+func (s *assertionSigner) signWithID(audience string, now time.Time) (assertion, jti string, err error) {
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: s.alg, Key: s.key},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {
-		return "", fmt.Errorf("client assertion signer: %w", err)
+		return "", "", fmt.Errorf("client assertion signer: %w", err)
 	}
 	claims := jwt.Claims{
 		Issuer:   s.clientID,
@@ -70,7 +77,7 @@ func (s *assertionSigner) sign(audience string, now time.Time) (string, error) {
 	}
 	out, err := jwt.Signed(signer).Claims(claims).Serialize()
 	if err != nil {
-		return "", fmt.Errorf("sign client assertion: %w", err)
+		return "", "", fmt.Errorf("sign client assertion: %w", err)
 	}
-	return out, nil
+	return out, claims.ID, nil
 }

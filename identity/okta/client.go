@@ -179,6 +179,8 @@ func (c *Client) issue(ctx context.Context, req identity.TokenRequest, key *dpop
 	cl := call{
 		kind:     kind,
 		endpoint: issuer + "/v1/token",
+		issuer:   issuer,
+		mints:    true,
 		form: url.Values{
 			"grant_type": {"client_credentials"},
 			"scope":      {strings.Join(req.Scopes, " ")},
@@ -272,6 +274,7 @@ func (c *Client) Revoke(ctx context.Context, issuer string, token identity.Secre
 	res, err := c.do(ctx, call{
 		kind:     kind,
 		endpoint: issuer + "/v1/revoke",
+		issuer:   issuer,
 		form: url.Values{
 			"token":           {token.Reveal()},
 			"token_type_hint": {"access_token"},
@@ -299,6 +302,7 @@ func (c *Client) Introspect(ctx context.Context, issuer string, token identity.S
 	res, err := c.do(ctx, call{
 		kind:     kind,
 		endpoint: issuer + "/v1/introspect",
+		issuer:   issuer,
 		form: url.Values{
 			"token":           {token.Reveal()},
 			"token_type_hint": {"access_token"},

@@ -74,6 +74,25 @@ type idWorld struct {
 	env *identityenv.Env
 }
 
+// refreshingLifetime and refreshingMargin make tokens due for refresh at
+// the executor's floor (executor.MinRefreshInterval, 30 s) after issuance:
+// the soonest any token is refreshed, so the tests that need a refresh wait
+// the least.
+const (
+	refreshingLifetime = time.Minute
+	refreshingMargin   = `refresh_margin = "30s"`
+)
+
+// newRefreshingWorld is an identity world whose tokens Okta (policy
+// lifetime, capped as a token hook or a server in front would) issues for
+// refreshingLifetime, refreshed refreshingMargin before expiry.
+func newRefreshingWorld(t *testing.T, policyLifetime time.Duration) *idWorld {
+	t.Helper()
+	w := newIdentityWorld(t, policyLifetime, refreshingMargin, "", standardPolicy)
+	w.env.Okta.CapLifetime("default", refreshingLifetime)
+	return w
+}
+
 // newIdentityWorld starts the identity doubles (Okta's access policy
 // granting lifetime) and a runner whose [okta] section gets oktaExtra.
 func newIdentityWorld(t *testing.T, lifetime time.Duration, oktaExtra, dockerLines, policy string) *idWorld {
@@ -747,15 +766,15 @@ func TestIdentityTokenFileBelongsToTheConfiguredUser(t *testing.T) {
 	w.assertClean()
 }
 
-// TestIdentityRefreshAcrossALongJob: with a 5-minute token refreshed when
-// less than 4m58s is left, a sub-stage starting 3 s after the last one gets
-// a new token file; every token is revoked at the end.
+// TestIdentityRefreshAcrossALongJob: with a 1-minute token refreshed when
+// 30 s are left (at the refresh floor), a sub-stage starting 31 s after the
+// last one gets a new token file; every token is revoked at the end.
 func TestIdentityRefreshAcrossALongJob(t *testing.T) {
 	t.Parallel()
-	w := newIdentityWorld(t, 5*time.Minute, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	w := newRefreshingWorld(t, time.Hour)
 	res := w.run(harness.Job{
 		Steps: []harness.Step{
-			{Name: "script", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 3"}},
+			{Name: "script", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 31"}},
 			{Name: "later", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, grantedEcho}},
 		},
 	})
@@ -765,7 +784,7 @@ func TestIdentityRefreshAcrossALongJob(t *testing.T) {
 		t.Fatalf("token hashes %q, want one per step", h)
 	}
 	if h[0] == h[1] {
-		t.Error("the token file did not change across 3 s of a token with a 2 s refresh window")
+		t.Error("the token file did not change across 31 s of a token with a 30 s refresh window")
 	}
 	wantLogLines(t, res.JobLog, fmt.Sprintf("granted: iss=%s scopes=%s", w.env.Issuer("default"), ciScopes))
 
@@ -1356,10 +1375,10 @@ func TestIdentityAuditLog(t *testing.T) {
 // be masked.
 func TestIdentityReplacedTokenStaysMaskedAfterRefresh(t *testing.T) {
 	t.Parallel()
-	w := newIdentityWorld(t, 5*time.Minute, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	w := newRefreshingWorld(t, time.Hour)
 	res := w.run(harness.Job{
 		Steps: []harness.Step{
-			{Name: "script", Script: []string{`cp "$OKTA_ACCESS_TOKEN_FILE" /tmp/first-token`, `sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 3"}},
+			{Name: "script", Script: []string{`cp "$OKTA_ACCESS_TOKEN_FILE" /tmp/first-token`, `sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 31"}},
 			{Name: "later", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, `echo "replaced: $(cat /tmp/first-token)"`}},
 		},
 	})

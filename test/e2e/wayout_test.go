@@ -56,11 +56,12 @@ func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
 // that token is masked too.
 func TestIdentityRefreshDuringALongSubStage(t *testing.T) {
 	t.Parallel()
-	// Tokens are refreshed 2 s after issuance (5m lifetime, 4m58s margin).
-	w := newIdentityWorld(t, time.Hour, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	// Tokens are refreshed 30 s after issuance, the soonest the executor
+	// refreshes (1m lifetime, 30s margin).
+	w := newRefreshingWorld(t, time.Hour)
 	job := idJob(nextJobID(), nil, "",
 		`H1=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
-		"sleep 5", // the job's own work: long enough for a refresh point to pass
+		"sleep 33", // the job's own work: long enough for a refresh point to pass
 		`H2=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
 		`test "$H1" != "$H2" && echo REFRESHED-MID-STAGE`,
 		`cat "$OKTA_ACCESS_TOKEN_FILE"; echo`,

@@ -42,6 +42,16 @@ type Env struct {
 	// AppPolicy is the access policy on "default" whose client list app
 	// mode maintains (with Options.AppMode).
 	AppPolicy string
+
+	runnerKey *fakeokta.ClientKey
+}
+
+// RunnerAppKeys is the runner app's public key registered under kid, for
+// re-registering the app (AddClient) with other settings or another kid.
+func (e *Env) RunnerAppKeys(kid string) jose.JSONWebKeySet {
+	pub := e.runnerKey.Public()
+	pub.KeyID = kid
+	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}
 }
 
 // More names of the world.
@@ -97,7 +107,7 @@ func StartWith(t testing.TB, o Options) *Env {
 	key, keyFile := clientKey(t, KeyID, alg)
 	okta.AddClient(fakeokta.Client{ID: ClientID, Keys: key.JWKS()})
 	clients := []string{ClientID}
-	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile}
+	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile, runnerKey: key}
 	if o.DPoPApp {
 		dkey, dfile := clientKey(t, DPoPKeyID, jose.ES256)
 		okta.AddClient(fakeokta.Client{ID: DPoPClientID, Keys: dkey.JWKS(), DPoPBound: true})
