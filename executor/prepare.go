@@ -80,6 +80,15 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		return err
 	}
 	defer unlock()
+	defer func() {
+		// A prepare that fails before it records state leaves only the
+		// lock file its Lock created (the teardown below covers the rest).
+		if err != nil {
+			if ferr := s.forgetIfStateless(p.ID); ferr != nil {
+				s.Log.Warn("removing the lock of a failed prepare", "job", p.ID, "error", ferr)
+			}
+		}
+	}()
 
 	if rep, rerr := s.Reap(ctx, opportunisticReap); rerr != nil {
 		s.Log.Warn("opportunistic reap failed", "error", rerr)
