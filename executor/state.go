@@ -48,8 +48,11 @@ type JobState struct {
 	Phase   string `json:"phase"`
 	// User is the user the build container's scripts run as ("" = image
 	// default).
-	User     string         `json:"user,omitempty"`
-	Identity *IdentityState `json:"identity,omitempty"`
+	User string `json:"user,omitempty"`
+	// ClaimSources says where each claim the policy binds came from
+	// (payload, id_token, predefined_variable or absent), for the audit.
+	ClaimSources map[string]string `json:"claim_sources,omitempty"`
+	Identity     *IdentityState    `json:"identity,omitempty"`
 }
 
 // IdentityState is the job's identity grant and its token ledger.

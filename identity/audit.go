@@ -27,25 +27,28 @@ const (
 // AuditEvent is one line of the audit log. It never holds a token: only
 // its jti, issuer and expiry.
 type AuditEvent struct {
-	Time          time.Time  `json:"time"`
-	Event         string     `json:"event"`
-	Runner        string     `json:"runner"`
-	JobID         int64      `json:"job_id"`
-	ProjectID     int64      `json:"project_id"`
-	ProjectPath   string     `json:"project_path"`
-	PipelineID    int64      `json:"pipeline_id"`
-	Ref           string     `json:"ref"`
-	Protected     *bool      `json:"protected"`
-	Rule          string     `json:"rule,omitempty"`
-	Mode          string     `json:"mode,omitempty"`
-	AppID         string     `json:"app_id,omitempty"`
-	Scopes        []string   `json:"scopes,omitempty"`
-	Issuer        string     `json:"issuer,omitempty"`
-	TokenJTI      string     `json:"token_jti,omitempty"`
-	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
-	OktaRequestID string     `json:"okta_request_id,omitempty"`
-	Outcome       string     `json:"outcome"`
-	Reason        string     `json:"reason,omitempty"`
+	Time        time.Time `json:"time"`
+	Event       string    `json:"event"`
+	Runner      string    `json:"runner"`
+	JobID       int64     `json:"job_id"`
+	ProjectID   int64     `json:"project_id"`
+	ProjectPath string    `json:"project_path"`
+	PipelineID  int64     `json:"pipeline_id"`
+	Ref         string    `json:"ref"`
+	Protected   *bool     `json:"protected"`
+	// ClaimSources maps each claim the policy binds to where it came
+	// from: payload, id_token, predefined_variable or absent.
+	ClaimSources  map[string]string `json:"claim_sources,omitempty"`
+	Rule          string            `json:"rule,omitempty"`
+	Mode          string            `json:"mode,omitempty"`
+	AppID         string            `json:"app_id,omitempty"`
+	Scopes        []string          `json:"scopes,omitempty"`
+	Issuer        string            `json:"issuer,omitempty"`
+	TokenJTI      string            `json:"token_jti,omitempty"`
+	ExpiresAt     *time.Time        `json:"expires_at,omitempty"`
+	OktaRequestID string            `json:"okta_request_id,omitempty"`
+	Outcome       string            `json:"outcome"`
+	Reason        string            `json:"reason,omitempty"`
 }
 
 // AuditLog appends events as JSON lines to Path and mirrors them to Logger.
@@ -132,6 +135,9 @@ func (e AuditEvent) keyValues() []any {
 		kv = append(kv, "protected", *e.Protected)
 	} else {
 		kv = append(kv, "protected", nil)
+	}
+	if len(e.ClaimSources) > 0 {
+		kv = append(kv, "claim_sources", e.ClaimSources)
 	}
 	opt := func(k, v string) {
 		if v != "" {
