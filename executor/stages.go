@@ -72,6 +72,7 @@ func (s *Stages) Config(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating attempt key: %w", err)
 	}
+	s.warnNewerRunnerClaims()
 	names := NamesFor(s.Settings.RunnerID, p.ID)
 	name, version, shell := "gitlab-okta-executor", s.Version, "bash"
 	shared := false
