@@ -52,6 +52,9 @@ func (s *Stages) teardown(ctx context.Context, jobID int64, st *JobState, reason
 	}
 	switch {
 	case st == nil:
+		if err := s.forgetIfStateless(jobID); err != nil {
+			errs = append(errs, err)
+		}
 	case revoked && removed:
 		if err := s.State.Delete(jobID); err != nil {
 			errs = append(errs, err)
@@ -69,6 +72,17 @@ func (s *Stages) teardown(ctx context.Context, jobID int64, st *JobState, reason
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forgetIfStateless removes what the store keeps of a job that has no
+// state: its lock file, which every Lock creates. State that exists but
+// cannot be read is kept (with its lock), since it may be a ledger of live
+// tokens. The caller holds the job's lock.
+func (s *Stages) forgetIfStateless(jobID int64) error {
+	if _, err := s.State.Load(jobID); !errors.Is(err, ErrNoState) {
+		return nil
+	}
+	return s.State.Delete(jobID)
 }
 
 // removeJobResources removes every container and network labelled as the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -210,8 +211,10 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		}
 		fmt.Fprintf(m.JobLog, "Verified GitLab ID token from %s\n", name)
 	}
+	m.addPredefined(p, claims)
+	st.ClaimSources = m.claimSources(claims)
 
-	decision, err := m.Settings.Policy.Evaluate(claims)
+	decision, err := m.Settings.Policy.EvaluateOn(claims, identity.RunnerFacts{Version: p.Runner.Version, Passes: p.Passes})
 	var denial *identity.DenialError
 	if errors.As(err, &denial) {
 		for _, line := range denial.Lines() {
@@ -250,6 +253,56 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		st.Identity.DPoPKey = string(key.MarshalPEM())
 	}
 	return m.issue(ctx, st, save, identity.EventIssued)
+}
+
+// addPredefined adds the claims the operator accepts from GitLab's
+// predefined variables (gitlab.predefined_variable_claims) where neither
+// the payload nor a verified ID token has them. A value that is not of the
+// claim's form (an id, "true"/"false") is left out: unknown.
+func (m *IdentityManager) addPredefined(p *Payload, claims identity.Claims) {
+	for _, name := range m.Settings.GitLab.PredefinedVariableClaims {
+		if _, ok := claims[name]; ok {
+			continue
+		}
+		v, ok := p.Predefined(predefinedVariables[name])
+		if !ok || !wellFormedClaim(name, v) {
+			m.Log.Debug("predefined variable claim unknown", "claim", name, "variable", predefinedVariables[name], "present", ok)
+			continue
+		}
+		claims.AddPredefined(name, v)
+	}
+}
+
+// wellFormedClaim checks a predefined variable's value against its claim.
+func wellFormedClaim(name, v string) bool {
+	switch {
+	case name == "ref_protected":
+		return v == "true" || v == "false"
+	case strings.HasSuffix(name, "_id"):
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n > 0 && strconv.FormatInt(n, 10) == v
+	default:
+		return v != ""
+	}
+}
+
+// claimSources records where each claim a policy rule binds came from
+// (identity.Source*, or "absent"), for the audit trail.
+func (m *IdentityManager) claimSources(claims identity.Claims) map[string]string {
+	out := map[string]string{}
+	for _, r := range m.Settings.Policy.Rules {
+		for name := range r.BoundClaims {
+			if c, ok := claims[name]; ok {
+				out[name] = c.Source
+			} else {
+				out[name] = "absent"
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // idToken returns the first configured ID-token variable the job carries.
@@ -469,6 +522,7 @@ func (m *IdentityManager) audit(st *JobState, e identity.AuditEvent) {
 	e.Time = m.now().UTC()
 	e.Runner, e.JobID, e.ProjectID, e.ProjectPath = st.Runner, st.JobID, st.ProjectID, st.ProjectPath
 	e.PipelineID, e.Ref, e.Protected = st.PipelineID, st.Ref, st.Protected
+	e.ClaimSources = st.ClaimSources
 	if st.Identity != nil {
 		e.Rule, e.Mode, e.Scopes = st.Identity.Rule, st.Identity.Mode, st.Identity.Scopes
 		if a := st.Identity.App; a != nil && e.AppID == "" {

@@ -80,6 +80,15 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		return err
 	}
 	defer unlock()
+	defer func() {
+		// A prepare that fails before it records state leaves only the
+		// lock file its Lock created (the teardown below covers the rest).
+		if err != nil {
+			if ferr := s.forgetIfStateless(p.ID); ferr != nil {
+				s.Log.Warn("removing the lock of a failed prepare", "job", p.ID, "error", ferr)
+			}
+		}
+	}()
 
 	var unreachable *EngineUnreachableError
 	if rep, rerr := s.Reap(ctx, opportunisticReap); errors.As(rerr, &unreachable) {
@@ -101,6 +110,8 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 	names := NamesFor(s.Settings.RunnerID, p.ID)
 	s.jobf("Preparing job %d with gitlab-okta-executor %s on runner %s", p.ID, s.Version, s.Settings.RunnerID)
+	p.Runner = s.runnerInfo(ctx)
+	s.Log.Info("gitlab runner", "job", p.ID, "version", p.Runner.Version, "version_from", p.Runner.From, "payload_shape", p.Shape())
 
 	// Images first: a slow pull must not eat into the token's lifetime,
 	// and a missing image needs no credential revoked.
@@ -359,7 +370,7 @@ func (s *Stages) runnerBinary() (string, error) {
 	if b := s.Settings.Docker.RunnerBinary; b != "" {
 		return b, nil
 	}
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid())); err == nil && strings.Contains(filepath.Base(exe), "gitlab-runner") {
+	if exe := s.parentExe(); exe != "" {
 		return exe, nil
 	}
 	if p, err := exec.LookPath("gitlab-runner"); err == nil {

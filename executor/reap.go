@@ -21,6 +21,8 @@ type ReapOptions struct {
 // ReapReport counts what a pass removed.
 type ReapReport struct {
 	Jobs, Containers, Networks, Tokens, Apps, Skipped int
+	// Locks counts lock files removed of jobs with no state left.
+	Locks int
 }
 
 type reapCandidate struct {
@@ -171,6 +173,13 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 		stopRuns()
 		unlock()
 	}
+	if ctx.Err() == nil {
+		n, err := s.reapLockFiles(cands)
+		rep.Locks += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.Identity != nil && !opts.SkipApps && ctx.Err() == nil {
 		live := func(jobID int64) bool {
 			_, err := s.State.Load(jobID)
@@ -183,6 +192,43 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// reapLockFiles removes the lock files of jobs that had neither state nor
+// resources when this pass listed them (a prepare that failed before
+// recording state, an older executor's leftovers). A lock some process
+// holds is skipped; one taken here is re-checked for state under the lock
+// and removed while held, which Lock tolerates (a waiter on the removed
+// file locks the new one instead).
+func (s *Stages) reapLockFiles(seen map[int64]*reapCandidate) (int, error) {
+	ids, err := s.State.ListLocks()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if _, ok := seen[id]; ok {
+			continue // a job with state or resources: the pass above decided
+		}
+		unlock, err := s.State.Lock(id, false)
+		if errors.Is(err, ErrLocked) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, lerr := s.State.Load(id); errors.Is(lerr, ErrNoState) {
+			if err := s.State.Delete(id); err != nil {
+				errs = append(errs, err)
+			} else {
+				n++
+			}
+		}
+		unlock()
+	}
+	return n, errors.Join(errs...)
 }
 
 // containersGone is the reason for a prepared job without containers; the

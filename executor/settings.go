@@ -1,6 +1,8 @@
 package executor
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -56,7 +58,13 @@ type Settings struct {
 
 	// path is where the settings were loaded from, for messages.
 	path string
+	// digest is the SHA-256 of the file's content: warnings about the
+	// settings are shown once per digest.
+	digest string
 }
+
+// Digest is the SHA-256 (hex) of the settings file's content.
+func (s *Settings) Digest() string { return s.digest }
 
 // DockerSettings configure the containers of every job.
 type DockerSettings struct {
@@ -116,7 +124,13 @@ var runnerIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 // problem is reported at once.
 func LoadSettings(file string) (*Settings, error) {
 	s := &Settings{path: file}
-	md, err := toml.DecodeFile(file, s)
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading settings %s: %w", file, err)
+	}
+	sum := sha256.Sum256(raw)
+	s.digest = hex.EncodeToString(sum[:])
+	md, err := toml.Decode(string(raw), s)
 	if err != nil {
 		return nil, fmt.Errorf("reading settings %s: %w", file, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -107,6 +108,13 @@ type GitLabSettings struct {
 	// IDTokenVariables are the job variables (id_tokens names) checked
 	// for an ID token, in order.
 	IDTokenVariables []string `toml:"id_token_variables"`
+	// PredefinedVariableClaims opt in, claim by claim, to GitLab's
+	// predefined variables (CI_COMMIT_REF_PROTECTED, CI_PROJECT_PATH, ...)
+	// as claims when neither the payload nor a verified ID token has them:
+	// for runners older than the payload field (docs/architecture.md says
+	// what this trusts). Such claims have source predefined_variable and
+	// rules with require_id_token never accept them. Empty: none.
+	PredefinedVariableClaims []string `toml:"predefined_variable_claims"`
 }
 
 // Enabled reports whether jobs get an Okta identity.
@@ -329,6 +337,16 @@ func (s *Settings) validateIdentity() error {
 			add("gitlab.id_token_variables: name the id_tokens variable(s) jobs declare")
 		}
 	}
+	seenClaim := map[string]bool{}
+	for _, c := range g.PredefinedVariableClaims {
+		switch {
+		case predefinedVariables[c] == "":
+			add("gitlab.predefined_variable_claims: %q has no predefined variable to fall back to (use %s)", c, strings.Join(sortedClaims(predefinedVariables), ", "))
+		case seenClaim[c]:
+			add("gitlab.predefined_variable_claims: %q is listed twice", c)
+		}
+		seenClaim[c] = true
+	}
 	if err := s.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -341,6 +359,15 @@ func (s *Settings) validateIdentity() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func sortedClaims(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // usesMode reports whether any policy rule uses mode.

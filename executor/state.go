@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,8 +53,11 @@ type JobState struct {
 	Phase   string `json:"phase"`
 	// User is the user the build container's scripts run as ("" = image
 	// default).
-	User     string         `json:"user,omitempty"`
-	Identity *IdentityState `json:"identity,omitempty"`
+	User string `json:"user,omitempty"`
+	// ClaimSources says where each claim the policy binds came from
+	// (payload, id_token, predefined_variable or absent), for the audit.
+	ClaimSources map[string]string `json:"claim_sources,omitempty"`
+	Identity     *IdentityState    `json:"identity,omitempty"`
 }
 
 // IdentityState is the job's identity grant and its token ledger.
@@ -120,6 +124,9 @@ type StateStore interface {
 	Delete(jobID int64) error
 	// List returns the ids of every job with state.
 	List() ([]int64, error)
+	// ListLocks returns the ids of every job with a lock file, held or
+	// not; Delete removes a job's lock file.
+	ListLocks() ([]int64, error)
 	// Lock serialises the stages, cleanup and the reaper on one job. With
 	// wait false it returns ErrLocked instead of blocking.
 	Lock(jobID int64, wait bool) (unlock func(), err error)
@@ -228,6 +235,23 @@ func (f *FileStore) List() ([]int64, error) {
 	return ids, nil
 }
 
+// ListLocks implements StateStore.
+func (f *FileStore) ListLocks() ([]int64, error) {
+	entries, err := os.ReadDir(filepath.Join(f.Root, "locks"))
+	if err != nil {
+		return nil, fmt.Errorf("listing job locks: %w", err)
+	}
+	var ids []int64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".lock")
+		if id, err := strconv.ParseInt(name, 10, 64); ok && err == nil && e.Type().IsRegular() {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
 func (f *FileStore) lockPath(jobID int64) string {
 	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
 }
@@ -287,13 +311,16 @@ type MemStore struct {
 	states   map[int64][]byte
 	locks    map[int64]*sync.RWMutex
 	runLocks map[int64]*sync.RWMutex
+	// lockFiles are the jobs whose lock a FileStore would have a file
+	// for: locked since their last Delete.
+	lockFiles map[int64]bool
 }
 
 var _ StateStore = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.RWMutex{}, runLocks: map[int64]*sync.RWMutex{}}
+	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.RWMutex{}, runLocks: map[int64]*sync.RWMutex{}, lockFiles: map[int64]bool{}}
 }
 
 // Load implements StateStore.
@@ -328,8 +355,21 @@ func (m *MemStore) Save(st *JobState) error {
 func (m *MemStore) Delete(jobID int64) error {
 	m.mu.Lock()
 	delete(m.states, jobID)
+	delete(m.lockFiles, jobID)
 	m.mu.Unlock()
 	return nil
+}
+
+// ListLocks implements StateStore.
+func (m *MemStore) ListLocks() ([]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]int64, 0, len(m.lockFiles))
+	for id := range m.lockFiles {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
 }
 
 // List implements StateStore.
@@ -347,6 +387,9 @@ func (m *MemStore) List() ([]int64, error) {
 // Lock implements StateStore.
 func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
 	l := m.lockOf(m.locks, jobID)
+	m.mu.Lock()
+	m.lockFiles[jobID] = true
+	m.mu.Unlock()
 	if wait {
 		l.Lock()
 	} else if !l.TryLock() {

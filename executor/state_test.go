@@ -103,6 +103,30 @@ func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, fun
 		}
 		reaper()
 	})
+	t.Run("lock files listed until delete", func(t *testing.T) {
+		s, _ := newStore(t)
+		for _, id := range []int64{12, 4} {
+			unlock, err := s.Lock(id, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unlock()
+		}
+		if ids, err := s.ListLocks(); err != nil || len(ids) != 2 || ids[0] != 4 || ids[1] != 12 {
+			t.Fatalf("ListLocks = %v, %v", ids, err)
+		}
+		unlock, err := s.Lock(12, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(12); err != nil {
+			t.Fatal(err)
+		}
+		unlock()
+		if ids, err := s.ListLocks(); err != nil || len(ids) != 1 || ids[0] != 4 {
+			t.Fatalf("after Delete(12): ListLocks = %v, %v", ids, err)
+		}
+	})
 }
 
 func TestFileStoreContract(t *testing.T) {

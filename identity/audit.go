@@ -40,12 +40,15 @@ type AuditEvent struct {
 	PipelineID  int64     `json:"pipeline_id"`
 	Ref         string    `json:"ref"`
 	Protected   *bool     `json:"protected"`
-	Rule        string    `json:"rule,omitempty"`
-	Mode        string    `json:"mode,omitempty"`
-	AppID       string    `json:"app_id,omitempty"`
-	Scopes      []string  `json:"scopes,omitempty"`
-	Issuer      string    `json:"issuer,omitempty"`
-	TokenJTI    string    `json:"token_jti,omitempty"`
+	// ClaimSources maps each claim the policy binds to where it came
+	// from: payload, id_token, predefined_variable or absent.
+	ClaimSources map[string]string `json:"claim_sources,omitempty"`
+	Rule         string            `json:"rule,omitempty"`
+	Mode         string            `json:"mode,omitempty"`
+	AppID        string            `json:"app_id,omitempty"`
+	Scopes       []string          `json:"scopes,omitempty"`
+	Issuer       string            `json:"issuer,omitempty"`
+	TokenJTI     string            `json:"token_jti,omitempty"`
 	// AssertionJTI is the jti of the client assertion of a token request
 	// whose answer was lost (issue_failed, outcome "unconfirmed"): Okta's
 	// System Log finds the request, and any token it minted, by it.
@@ -144,6 +147,9 @@ func (e AuditEvent) keyValues() []any {
 		kv = append(kv, "protected", *e.Protected)
 	} else {
 		kv = append(kv, "protected", nil)
+	}
+	if len(e.ClaimSources) > 0 {
+		kv = append(kv, "claim_sources", e.ClaimSources)
 	}
 	opt := func(k, v string) {
 		if v != "" {

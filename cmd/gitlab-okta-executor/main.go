@@ -157,8 +157,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return stages.Cleanup(ctx)
 	default:
 		rep, err := stages.Reap(ctx, executor.ReapOptions{MaxJobs: maxJobs})
-		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked, %d apps deleted; %d jobs busy\n",
-			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Apps, rep.Skipped)
+		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked, %d apps deleted, %d stale lock files; %d jobs busy\n",
+			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Apps, rep.Locks, rep.Skipped)
 		return err
 	}
 }

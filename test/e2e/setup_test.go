@@ -230,6 +230,13 @@ func (w *world) assertClean() {
 	if len(entries) > 0 {
 		w.t.Errorf("state left behind for %d jobs", len(entries))
 	}
+	if locks, _ := os.ReadDir(filepath.Join(w.stateDir, "locks")); len(locks) > 0 {
+		names := make([]string, len(locks))
+		for i, l := range locks {
+			names[i] = l.Name()
+		}
+		w.t.Errorf("lock files left behind: %v", names)
+	}
 }
 
 // executor runs a subcommand of the binary outside any job (e.g. reap).

@@ -876,3 +876,61 @@ func TestJobLogMasking(t *testing.T) {
 		t.Errorf("secret in the stage output: %s", b.Output)
 	}
 }
+
+// TestResponseFileRunner17Shape: with ShapeRunner17 the harness writes the
+// fields Runner 17.9.3 writes and no others, checked against a payload
+// that runner's own encoder produced (executor/testdata).
+func TestResponseFileRunner17Shape(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	yes := true
+	a, err := f.r.NewAttempt(Job{
+		Payload: Payload{ID: 98, Shape: ShapeRunner17, GitInfo: GitInfo{Protected: &yes}},
+		Steps:   script("true"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	keys := func(b []byte) map[string][]string {
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(b, &top); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]string{}
+		for k, v := range top {
+			out[""] = append(out[""], k)
+			var obj map[string]json.RawMessage
+			if k != "variables" && json.Unmarshal(v, &obj) == nil {
+				for ok := range obj {
+					out[k] = append(out[k], ok)
+				}
+				slices.Sort(out[k])
+			}
+		}
+		slices.Sort(out[""])
+		return out
+	}
+	got := keys([]byte(mustRead(t, a.ResponseFile)))
+	real := keys([]byte(mustRead(t, "../../executor/testdata/payload-runner-17.9.3.json")))
+	for _, obj := range []string{"job_info", "git_info", "runner_info"} {
+		if !slices.Equal(got[obj], real[obj]) {
+			t.Errorf("%s keys %v, Runner 17.9.3 writes %v", obj, got[obj], real[obj])
+		}
+	}
+	for _, k := range got[""] {
+		if !slices.Contains(real[""], k) {
+			t.Errorf("top-level key %q: Runner 17.9.3 does not write it", k)
+		}
+	}
+	// GitLab still told the job its ref is protected, in the variables.
+	var p struct {
+		Variables []Variable `json:"variables"`
+	}
+	if err := json.Unmarshal([]byte(mustRead(t, a.ResponseFile)), &p); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(p.Variables, func(v Variable) bool { return v.Key == "CI_COMMIT_REF_PROTECTED" }); i < 0 || p.Variables[i].Value != "true" {
+		t.Errorf("CI_COMMIT_REF_PROTECTED not GitLab's true: %+v", p.Variables)
+	}
+}

@@ -79,7 +79,8 @@ type Options struct {
 }
 
 // Start starts both servers and registers the runner's app with an EC P-256
-// key: scopes ci:read and ci:write on "default", deploy:prod on ProdServer,
+// key: scopes ci:read, ci:write, artifacts:read and artifacts:write on
+// "default", deploy:prod on ProdServer,
 // tokens living lifetime (Okta's own access-policy lifetime).
 func Start(t testing.TB, lifetime time.Duration) *Env {
 	return StartWith(t, Options{Lifetime: lifetime})
@@ -114,7 +115,9 @@ func StartWith(t testing.TB, o Options) *Env {
 		clients = append(clients, DPoPClientID)
 		env.DPoPKeyFile = dfile
 	}
-	for id, scopes := range map[string][]string{"default": {"ci:read", "ci:write"}, ProdServer: {"deploy:prod"}} {
+	// artifacts:* are the README policy examples' default-server scopes
+	// (AddReadmeServers adds their production server).
+	for id, scopes := range map[string][]string{"default": {"ci:read", "ci:write", "artifacts:read", "artifacts:write"}, ProdServer: {"deploy:prod"}} {
 		okta.AddAuthServer(id)
 		okta.AddScopes(id, scopes...)
 		if err := okta.AddPolicy(id, fakeokta.Policy{Name: "runners", Clients: clients, Scopes: scopes, Lifetime: lifetime}); err != nil {
