@@ -15,7 +15,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -232,11 +234,21 @@ scopes = ["ci:read"]
 bound_claims = { project_id = ["1"] }
 `
 
-// newWorld starts the doubles and writes the settings (identityenv's
-// [okta] and [gitlab] sections, dockerLines under [docker], then policy)
+// newWorld starts the doubles and writes the settings (top-level lines,
+// [docker] lines, identityenv's [okta] (with oktaExtra) and [gitlab]
+// sections, then the policy)
 // and the runner's config.toml from configs/runner-config.toml.
-func newWorld(t *testing.T, dockerLines, policy string) *world {
+// worldConfig is what a case puts in its runner's settings file.
+type worldConfig struct {
+	topLevel, docker, oktaExtra string
+	policy                      string // default defaultPolicy
+}
+
+func newWorld(t *testing.T, c worldConfig) *world {
 	t.Helper()
+	if c.policy == "" {
+		c.policy = defaultPolicy
+	}
 	s := getSuite(t)
 	dir, err := os.MkdirTemp("", "goe-realrunner-")
 	if err != nil {
@@ -256,12 +268,13 @@ state_dir = %q
 log_file = %q
 log_level = "debug"
 dev_mode = true
+%s
 
 [docker]
 pull_policy = ["never"]
 %s
 %s
-%s`, w.runnerID, w.stateDir, filepath.Join(dir, "executor.log"), dockerLines, w.env.SettingsTOML(""), policy)
+%s`, w.runnerID, w.stateDir, filepath.Join(dir, "executor.log"), c.topLevel, c.docker, w.env.SettingsTOML(c.oktaExtra), c.policy)
 	if err := os.WriteFile(w.settings, []byte(settings), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +457,7 @@ func (w *world) assertClean(jobs ...*gitlabapi.Job) {
 }
 
 // introspect asks the world's Okta, as the runner's app, whether a token
-// is active (RFC 7662, every authorization server of the world).
+// is active (RFC 7662, at the authorization server that issued it).
 func (w *world) introspect(token string) bool {
 	w.t.Helper()
 	pemBytes, err := os.ReadFile(w.env.KeyFile)
@@ -462,16 +475,29 @@ func (w *world) introspect(token string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, as := range []string{"default", identityenv.ProdServer} {
-		active, err := c.Introspect(ctx, w.env.Issuer(as), identity.Secret(token))
-		if err != nil {
-			w.t.Fatalf("introspecting: %v", err)
-		}
-		if active {
-			return true
-		}
+	active, err := c.Introspect(ctx, issuerOf(w.t, token), identity.Secret(token))
+	if err != nil {
+		w.t.Fatalf("introspecting: %v", err)
 	}
-	return false
+	return active
+}
+
+// issuerOf reads the iss claim of a token (its own authorization server,
+// where it must be introspected).
+func issuerOf(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatal("an issued token is not a JWT")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims struct {
+		Iss string `json:"iss"`
+	}
+	if err != nil || json.Unmarshal(b, &claims) != nil || claims.Iss == "" {
+		t.Fatal("an issued token has no readable iss claim")
+	}
+	return claims.Iss
 }
 
 // removeCacheVolume removes the per-project cache volume a case used.
