@@ -2,6 +2,7 @@ package realrunner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -15,6 +16,10 @@ import (
 // audit logs, state) and every container an executor still manages.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	var nf *runnerNotFound
+	if errors.As(suiteErr, &nf) {
+		fmt.Println("real-runner tier: NOT RUN:", nf.Error())
+	}
 	var cli *client.Client
 	if theSuite != nil {
 		cli = theSuite.docker

@@ -80,7 +80,8 @@ func (e *runnerNotFound) Error() string {
 	return "no GitLab Runner binary: " + strings.Join(e.tried, "; ")
 }
 
-// findRunner returns $GITLAB_RUNNER_BINARY, else what the install script
+// findRunner returns $GITLAB_RUNNER_BINARY when set (a wrong one is an
+// error, never replaced by another runner), else what the install script
 // of ../shared/gitlab-runner (next to the repository) unpacks.
 func findRunner() (string, error) {
 	nf := &runnerNotFound{}
@@ -89,6 +90,7 @@ func findRunner() (string, error) {
 			return b, nil
 		}
 		nf.tried = append(nf.tried, fmt.Sprintf("GITLAB_RUNNER_BINARY=%s is not an executable file", b))
+		return "", nf
 	} else {
 		nf.tried = append(nf.tried, "GITLAB_RUNNER_BINARY is not set")
 	}
@@ -382,12 +384,15 @@ func (w *world) enqueue(p harness.Payload) *gitlabapi.Job {
 	return w.api.Enqueue(p)
 }
 
-// recordTrace adds a job's trace to the final leak scan.
+// recordTrace adds a job's trace to the final leak scan, and to the test
+// log if the case fails.
 func (w *world) recordTrace(j *gitlabapi.Job) {
 	leaks.Text(fmt.Sprintf("runner %s job %d trace", w.runnerID, j.ID()), j.Trace())
-	if w.t.Failed() || testing.Verbose() {
-		w.t.Logf("job %d trace (%s):\n%s", j.ID(), j.Status(), j.Trace())
-	}
+	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("job %d trace (%s):\n%s", j.ID(), j.Status(), j.Trace())
+		}
+	})
 }
 
 // selector lists this world's containers and networks.
