@@ -30,7 +30,6 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
@@ -243,22 +242,9 @@ func eventsOf(evs []map[string]any, jobID int64, kind string) []map[string]any {
 // and the runner app's key, whether a token is active.
 func (w *idWorld) introspect(t *testing.T, issuer, token string) bool {
 	t.Helper()
-	pemBytes, err := os.ReadFile(w.env.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := okta.New(okta.Config{ClientID: identityenv.ClientID, Key: key, KeyID: identityenv.KeyID,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	active, err := c.Introspect(ctx, issuer, identity.Secret(token))
+	active, err := w.env.Introspect(ctx, issuer, token)
 	if err != nil {
 		t.Fatalf("introspecting: %v", err)
 	}

@@ -202,6 +202,46 @@ func (s *Server) RepoDir(projectPath string) string {
 	return filepath.Join(s.gitRoot, filepath.FromSlash(projectPath)+".git")
 }
 
+// AddRepo creates the project's repository with one commit on main
+// holding files (name to content) and returns the commit's sha.
+func (s *Server) AddRepo(projectPath string, files map[string]string) (string, error) {
+	work, err := os.MkdirTemp("", "gitlabapi-work-")
+	if err != nil {
+		return "", fmt.Errorf("gitlabapi: adding repository %s: %w", projectPath, err)
+	}
+	defer os.RemoveAll(work)
+	git := func(args ...string) (string, error) {
+		cmd := exec.Command(s.gitBinary, args...)
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=gitlabapi", "GIT_AUTHOR_EMAIL=gitlabapi@example.com",
+			"GIT_COMMITTER_NAME=gitlabapi", "GIT_COMMITTER_EMAIL=gitlabapi@example.com")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("gitlabapi: adding repository %s: git %s: %w: %s", projectPath, args[0], err, out)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	if _, err := git("init", "-q", "-b", "main"); err != nil {
+		return "", err
+	}
+	for name, content := range files {
+		p := filepath.Join(work, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "--allow-empty", "-m", "initial commit"},
+		{"clone", "-q", "--bare", work, s.RepoDir(projectPath)}} {
+		if _, err := git(args...); err != nil {
+			return "", err
+		}
+	}
+	return git("rev-parse", "HEAD")
+}
+
 // Enqueue queues a job. The payload is completed as GitLab completes it
 // (harness.Payload.AsGitLabSends): id, a glcbt- job token, project,
 // refs, a repo_url on this server with the job token, predefined variables.

@@ -157,7 +157,7 @@ func TestRealRunnerAbortSkipsAfterScript(t *testing.T) {
 func TestRealRunnerJobTimeout(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldConfig{})
-	jobs := w.run(harness.Payload{Variables: noGit, RunnerInfo: harness.RunnerInfo{Timeout: 25},
+	jobs := w.run(harness.Payload{Variables: noGit, RunnerInfo: harness.RunnerInfo{Timeout: 45},
 		Steps: append(script("echo STARTED", "sleep 600"), afterScript("echo after_script must not run after a timeout"))})
 	wantFinal(t, jobs[0], gitlabapi.StatusFailed, "job_execution_timeout", 0)
 	wantTrace(t, jobs[0], "STARTED")
@@ -165,32 +165,15 @@ func TestRealRunnerJobTimeout(t *testing.T) {
 	w.assertClean(jobs...)
 }
 
-func gitCmd(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // TestRealRunnerClonesOverHTTP: get_sources is the runner's own script
 // cloning from the jobs API's git endpoint with the job token.
 func TestRealRunnerClonesOverHTTP(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldConfig{})
-	src := t.TempDir()
-	gitCmd(t, src, "init", "-q", "-b", "main")
-	if err := os.WriteFile(filepath.Join(src, "README"), []byte("content from the repository\n"), 0o644); err != nil {
+	sha, err := w.api.AddRepo("group/project", map[string]string{"README": "content from the repository\n"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	gitCmd(t, src, "add", "README")
-	gitCmd(t, src, "commit", "-q", "-m", "first")
-	sha := gitCmd(t, src, "rev-parse", "HEAD")
-	gitCmd(t, src, "clone", "-q", "--bare", src, w.api.RepoDir("group/project"))
 	jobs := w.run(harness.Payload{Image: harness.Image{Name: w.s.images.Git},
 		GitInfo: harness.GitInfo{Ref: "main", Sha: sha},
 		Steps:   script("cat README", "git log --format=%H -1")})

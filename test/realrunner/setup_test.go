@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,12 +40,11 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/gitlabapi"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leakscan"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leftovers"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
 
@@ -395,38 +393,17 @@ func (w *world) recordTrace(j *gitlabapi.Job) {
 	})
 }
 
-// selector lists this world's containers and networks.
-func (w *world) selector() filters.Args {
-	return filters.NewArgs(filters.Arg("label", executor.LabelRunner+"="+w.runnerID))
-}
-
 func (w *world) containers() []container.Summary {
 	w.t.Helper()
-	cs, err := w.s.docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: w.selector()})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return cs
+	return leftovers.Containers(w.t, w.s.docker, w.runnerID)
 }
 
 func (w *world) networks() []network.Summary {
 	w.t.Helper()
-	ns, err := w.s.docker.NetworkList(context.Background(), network.ListOptions{Filters: w.selector()})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return ns
+	return leftovers.Networks(w.t, w.s.docker, w.runnerID)
 }
 
-func (w *world) forceRemove() {
-	ctx := context.Background()
-	for _, c := range w.containers() {
-		_ = w.s.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	}
-	for _, n := range w.networks() {
-		_ = w.s.docker.NetworkRemove(ctx, n.ID)
-	}
-}
+func (w *world) forceRemove() { leftovers.ForceRemove(w.t, w.s.docker, w.runnerID) }
 
 // assertClean checks what every case must leave: no container, network,
 // job volume, state or lock file of the jobs, and every token the world's
@@ -465,22 +442,9 @@ func (w *world) assertClean(jobs ...*gitlabapi.Job) {
 // is active (RFC 7662, at the authorization server that issued it).
 func (w *world) introspect(token string) bool {
 	w.t.Helper()
-	pemBytes, err := os.ReadFile(w.env.KeyFile)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(pemBytes)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	c, err := okta.New(okta.Config{ClientID: identityenv.ClientID, Key: key, KeyID: identityenv.KeyID,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
-	if err != nil {
-		w.t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	active, err := c.Introspect(ctx, issuerOf(w.t, token), identity.Secret(token))
+	active, err := w.env.Introspect(ctx, issuerOf(w.t, token), token)
 	if err != nil {
 		w.t.Fatalf("introspecting: %v", err)
 	}
