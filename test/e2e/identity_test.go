@@ -30,11 +30,11 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leakscan"
 )
 
 // The token delivery defaults the tests check against.
@@ -261,22 +261,9 @@ func eventsOf(evs []map[string]any, jobID int64, kind string) []map[string]any {
 // and the runner app's key, whether a token is active.
 func (w *idWorld) introspect(t *testing.T, issuer, token string) bool {
 	t.Helper()
-	pemBytes, err := os.ReadFile(w.env.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := okta.New(okta.Config{ClientID: identityenv.ClientID, Key: key, KeyID: identityenv.KeyID,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	active, err := c.Introspect(ctx, issuer, identity.Secret(token))
+	active, err := w.env.Introspect(ctx, issuer, token)
 	if err != nil {
 		t.Fatalf("introspecting: %v", err)
 	}
@@ -433,7 +420,7 @@ func (pw *procWatch) finish(token string) (leaks []string, scans int) {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	for args := range pw.seen {
-		if strings.Contains(args, token) || strings.Contains(args, signatureOf(token)) || len(leaksIn("argv", args, nil)) > 0 {
+		if strings.Contains(args, token) || strings.Contains(args, leakscan.SignatureOf(token)) || len(leakscan.LeaksIn("argv", args, nil)) > 0 {
 			leaks = append(leaks, strings.Fields(args)[0])
 		}
 	}
@@ -622,7 +609,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 	// The scan sees both the executor's run stage and the job's processes.
 	sawRun := false
 	for pid, args := range procs {
-		if strings.Contains(args, tok) || strings.Contains(args, signatureOf(tok)) {
+		if strings.Contains(args, tok) || strings.Contains(args, leakscan.SignatureOf(tok)) {
 			t.Errorf("process %d has the token in its arguments", pid)
 		}
 		if strings.HasPrefix(args, w.s.binary+" run --settings "+w.settings) {
@@ -643,7 +630,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 	if !bytes.Contains(raw, []byte(tokenDir)) {
 		t.Errorf("docker inspect does not show the token tmpfs at %s: is this the build container?", tokenDir)
 	}
-	if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(signatureOf(tok))) {
+	if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(leakscan.SignatureOf(tok))) {
 		t.Error("docker inspect of the build container shows the token")
 	}
 	openGate()
@@ -680,7 +667,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 			execs++
 		}
 		b, _ := json.Marshal(m)
-		if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(signatureOf(tok))) {
+		if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(leakscan.SignatureOf(tok))) {
 			t.Errorf("docker event %q carries the token", strings.Fields(string(m.Action))[0])
 		}
 	}
@@ -1337,7 +1324,7 @@ func TestIdentityAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(raw, []byte(entry.Token)) || bytes.Contains(raw, []byte(signatureOf(entry.Token))) || jwtShape.Match(raw) {
+	if bytes.Contains(raw, []byte(entry.Token)) || bytes.Contains(raw, []byte(leakscan.SignatureOf(entry.Token))) || leakscan.JWTShape.Match(raw) {
 		t.Error("the audit log holds a token")
 	}
 	issued := w.env.Okta.Issued()
@@ -1390,7 +1377,7 @@ func TestIdentityReplacedTokenStaysMaskedAfterRefresh(t *testing.T) {
 		t.Errorf("the replaced (revoked, unexpired) token printed by the next sub-stage is not masked: "+
 			"%d line(s), %d chars, want %q", len(l), len(strings.Join(l, "")), "replaced: "+identity.MaskMarker)
 	}
-	if leaks := leaksIn("job log", res.JobLog, nil); len(leaks) > 0 {
+	if leaks := leakscan.LeaksIn("job log", res.JobLog, nil); len(leaks) > 0 {
 		t.Errorf("the job log holds Okta access tokens: %q", leaks)
 	}
 	w.assertClean()

@@ -418,6 +418,19 @@ func (s *Server) Issued() []IssuedToken {
 	return out
 }
 
+// IssuedRaw returns every access token issued so far, oldest first, as
+// the compact JWTs the clients received: what an end-to-end test
+// introspects to prove that every token of a job is inactive.
+func (s *Server) IssuedRaw() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.issued))
+	for i, t := range s.issued {
+		out[i] = t.raw
+	}
+	return out
+}
+
 // Hits counts the requests received (including faulted and rate-limited
 // ones) whose path ends with pathSuffix; "" counts all.
 func (s *Server) Hits(pathSuffix string) int {

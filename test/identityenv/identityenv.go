@@ -6,9 +6,11 @@
 package identityenv
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +18,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
@@ -180,3 +184,23 @@ id_token_variables = [%q]
 
 // Issuer returns the issuer URL of an authorization server.
 func (e *Env) Issuer(id string) string { return e.Okta.URL() + "/oauth2/" + id }
+
+// Introspect asks the fake Okta, authenticated as the runner's app, whether
+// token is active at the authorization server issuer (RFC 7662), through
+// the executor's own Okta client.
+func (e *Env) Introspect(ctx context.Context, issuer, token string) (bool, error) {
+	pemBytes, err := os.ReadFile(e.KeyFile)
+	if err != nil {
+		return false, err
+	}
+	key, err := okta.LoadPrivateKey(pemBytes)
+	if err != nil {
+		return false, err
+	}
+	c, err := okta.New(okta.Config{ClientID: ClientID, Key: key, KeyID: KeyID,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
+	if err != nil {
+		return false, err
+	}
+	return c.Introspect(ctx, issuer, identity.Secret(token))
+}
