@@ -32,7 +32,8 @@ const (
 // attempts as the retry policy allows.
 type call struct {
 	kind     string     // "token", "revoke" or "introspect"
-	endpoint string     // the exact URL, also the assertion audience
+	endpoint string     // the exact URL
+	audience string     // the aud of the client assertion
 	form     url.Values // without client authentication
 	secret   string     // a credential sent in form, redacted from errors
 	// proof, when set, makes the DPoP proof header of each attempt at
@@ -102,7 +103,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
 	sentAt := c.clock()
-	assertion, err := c.signer.sign(cl.endpoint, sentAt)
+	assertion, err := c.signer.sign(cl.audience, sentAt)
 	if err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
