@@ -236,8 +236,9 @@ func (d *Discovery) fetch(ctx context.Context, issuer string, now time.Time) (*m
 		if err != nil {
 			return nil, err // the server is unreachable or broken: another path will not help
 		}
-		if status == http.StatusNotFound {
-			tried = append(tried, u)
+		if status >= 400 && status < 500 {
+			// This server does not publish this document; try the next.
+			tried = append(tried, fmt.Sprintf("%d from %s", status, u))
 			continue
 		}
 		if status != http.StatusOK {
@@ -254,7 +255,7 @@ func (d *Discovery) fetch(ctx context.Context, issuer string, now time.Time) (*m
 		return &metadataCacheFile{Version: metadataCacheVersion, Issuer: issuer, Source: u, FetchedAt: now,
 			MaxAge: int64(maxAge / time.Second), Endpoints: eps}, nil
 	}
-	return nil, fmt.Errorf("no metadata document found (404 from %s)", strings.Join(tried, ", "))
+	return nil, fmt.Errorf("no metadata document found (%s)", strings.Join(tried, "; "))
 }
 
 func getMetadata(ctx context.Context, hc *http.Client, u string) (eps Endpoints, maxAge time.Duration, status int, err error) {
@@ -328,4 +329,27 @@ func checkEndpointURL(raw string) error {
 // server that lists none is taken to support it (the request then decides).
 func supports(values []string, v string) bool {
 	return len(values) == 0 || slices.Contains(values, v)
+}
+
+// oktaDomains are the registrable domains of Okta orgs (production,
+// preview, EMEA and US government cells).
+var oktaDomains = []string{"okta.com", "oktapreview.com", "okta-emea.com", "okta-gov.com"}
+
+// IsOktaURL reports whether raw is an https URL on an Okta org domain (a
+// host ending in .okta.com, .oktapreview.com, .okta-emea.com or
+// .okta-gov.com). Custom domains of an Okta org are not recognised: set
+// discovery = false and assertion_audience = "endpoint" for those.
+// Loopback test doubles are not Okta URLs either.
+func IsOktaURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" {
+		return false
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	for _, d := range oktaDomains {
+		if strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
 }
