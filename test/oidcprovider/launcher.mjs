@@ -16,9 +16,9 @@
 //   }
 //
 // It listens on 127.0.0.1 (random port), prints one line
-// `READY <issuer>` on stdout once it accepts requests, and logs every OAuth
-// error with the server's own detail on stderr (never a token: the server's
-// events carry none). It stops on SIGTERM or when stdin closes, so a test
+// `READY <issuer>` on stdout once it accepts requests, and logs on stderr
+// one line per request (method, path, status), per issued and per revoked
+// token, and per OAuth error with the server's own detail (never a token). It stops on SIGTERM or when stdin closes, so a test
 // process that dies does not leave it behind.
 
 import { createServer } from 'node:http';
@@ -85,10 +85,14 @@ for (const event of ['grant.error', 'revocation.error', 'introspection.error', '
     console.error(`${event} path=${ctx?.path} client=${client} error=${err.error || err.name} description=${err.error_description || err.message} detail=${err.error_detail || ''}`);
   });
 }
-for (const event of ['grant.success', 'revocation.success', 'introspection.success']) {
-  provider.on(event, (ctx) => console.error(`${event} path=${ctx.path} client=${ctx.oidc?.client?.clientId || '-'}`));
-}
+provider.on('grant.success', (ctx) => console.error(`grant.success path=${ctx.path} client=${ctx.oidc?.client?.clientId || '-'}`));
+// The server's own record that a token is gone (revoked).
+provider.on('client_credentials.destroyed', (token) => console.error(`client_credentials.destroyed client=${token.clientId}`));
 
+// One line per request, so tests can count what reached which endpoint.
+server.on('request', (req, res) => {
+  res.on('finish', () => console.error(`request ${req.method} ${req.url.split('?')[0]} ${res.statusCode}`));
+});
 server.on('request', provider.callback());
 
 const stop = () => server.close(() => process.exit(0));
