@@ -256,3 +256,22 @@ func TestAssertionAudienceIsValidated(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestIsOktaURL(t *testing.T) {
+	for u, want := range map[string]bool{
+		"https://acme.okta.com/oauth2/default":        true,
+		"https://dev-1.oktapreview.com/oauth2/aus1":   true,
+		"https://acme.okta-emea.com":                  true,
+		"https://ACME.OKTA.COM./oauth2/default":       true,
+		"https://okta.com/oauth2/default":             false, // no org
+		"https://evil-okta.com/oauth2/default":        false,
+		"https://acme.okta.com.evil.example/oauth2/x": false,
+		"http://acme.okta.com/oauth2/default":         false, // Okta is https only
+		"http://127.0.0.1:8900/oauth2/default":        false, // the dev issuer
+		"https://login.example.com/oauth2/default":    false, // a custom domain: configure it
+	} {
+		if got := okta.IsOktaURL(u); got != want {
+			t.Errorf("IsOktaURL(%q) = %v, want %v", u, got, want)
+		}
+	}
+}

@@ -146,6 +146,9 @@ func install() (string, error) {
 			return "", &Unavailable{Err: fmt.Errorf("%s is not installed (install Node.js 20 or later with npm)", tool)}
 		}
 	}
+	if err := checkNode(); err != nil {
+		return "", &Unavailable{Err: err}
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return "", &Unavailable{Err: err}
 	}
@@ -172,6 +175,26 @@ func install() (string, error) {
 		return "", &Unavailable{Err: err}
 	}
 	return dir, nil
+}
+
+// minNode is the oldest Node.js the pinned package runs on (it uses
+// URL.parse, new in 20.18).
+var minNode = [2]int{20, 18}
+
+func checkNode() error {
+	out, err := exec.Command("node", "--version").Output()
+	if err != nil {
+		return fmt.Errorf("node --version: %w", err)
+	}
+	v := strings.TrimSpace(string(out))
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "v%d.%d", &major, &minor); err != nil {
+		return fmt.Errorf("node --version said %q", v)
+	}
+	if major < minNode[0] || (major == minNode[0] && minor < minNode[1]) {
+		return fmt.Errorf("node %s is too old: node-oidc-provider needs %d.%d or later", v, minNode[0], minNode[1])
+	}
+	return nil
 }
 
 // clientConfig is a client in the launcher's config file.
