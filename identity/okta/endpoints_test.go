@@ -275,3 +275,26 @@ func TestIsOktaURL(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoveredServerWithoutRevocationCannotRevoke: a server that
+// publishes no revocation endpoint makes Revoke fail loudly (a runner
+// configuration problem), instead of guessing a URL.
+func TestDiscoveredServerWithoutRevocationCannotRevoke(t *testing.T) {
+	s := newStandardServer(t, "/.well-known/oauth-authorization-server/realm", func(m map[string]any) {
+		delete(m, "revocation_endpoint")
+		delete(m, "introspection_endpoint")
+	})
+	c := ecClient(t, &okta.Discovery{HTTPClient: http.DefaultClient}, okta.AudienceTokenEndpoint)
+	ctx := context.Background()
+	tok, err := c.Issue(ctx, identity.TokenRequest{Issuer: s.issuer, Scopes: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var de *okta.DiscoveryError
+	if _, err := c.Revoke(ctx, s.issuer, tok.Value); !errors.As(err, &de) || !strings.Contains(err.Error(), "no revocation_endpoint") {
+		t.Errorf("revoke: %v, want a DiscoveryError about the missing revocation_endpoint", err)
+	}
+	if _, err := c.Introspect(ctx, s.issuer, tok.Value); !errors.As(err, &de) || !strings.Contains(err.Error(), "no introspection_endpoint") {
+		t.Errorf("introspect: %v, want a DiscoveryError about the missing introspection_endpoint", err)
+	}
+}

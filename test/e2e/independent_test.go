@@ -9,7 +9,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -72,36 +71,12 @@ scopes = ["ci:read", "ci:write"]
 bound_claims = { project_path = ["group/*"] }
 `
 
-// startIndependent starts node-oidc-provider, or reports loudly that it
-// cannot: a failure in CI (CI set), a skip elsewhere.
-func startIndependent(t *testing.T, o oidcprovider.Options) *oidcprovider.Server {
-	t.Helper()
-	s, err := oidcprovider.Start(o)
-	var un *oidcprovider.Unavailable
-	if errors.As(err, &un) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must run the independent authorization server tier: %v", err)
-		}
-		t.Skipf("SKIPPING the independent authorization server tier (node-oidc-provider): %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		if t.Failed() || testing.Verbose() {
-			t.Logf("node-oidc-provider log:\n%s", s.Log())
-		}
-	})
-	return s
-}
-
 func newIndependentWorld(t *testing.T, o indepOptions) *indepWorld {
 	t.Helper()
 	ec, ecFile := identityenv.ClientKey(t, "ec-1", jose.ES256)
 	rsa, rsaFile := identityenv.ClientKey(t, "rsa-1", jose.RS256)
 	dp, dpFile := identityenv.ClientKey(t, "dpop-1", jose.ES256)
-	op := startIndependent(t, oidcprovider.Options{
+	op := oidcprovider.StartT(t, oidcprovider.Options{
 		Scopes: []string{"ci:read", "ci:write", "ci:admin"},
 		Clients: []oidcprovider.Client{
 			{ID: indepEC, Keys: ec.JWKS(), Scope: "ci:read ci:write"},

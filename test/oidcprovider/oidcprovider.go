@@ -29,6 +29,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -281,6 +282,32 @@ func Start(o Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("node-oidc-provider was not ready within 60s:\n%s", s.Log())
 	}
+}
+
+// StartT starts a server for a test and stops it when the test ends,
+// printing its log if the test failed. When node, npm or the package
+// cannot be had, it fails the test in CI (CI set) and otherwise skips it
+// with a loud message: the tier never passes silently.
+func StartT(t testing.TB, o Options) *Server {
+	t.Helper()
+	s, err := Start(o)
+	var un *Unavailable
+	if errors.As(err, &un) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI must run the independent authorization server tier: %v", err)
+		}
+		t.Skipf("SKIPPING the independent authorization server tier (node-oidc-provider): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		if t.Failed() || testing.Verbose() {
+			t.Logf("node-oidc-provider log:\n%s", s.Log())
+		}
+	})
+	return s
 }
 
 // logWriter appends the server's output to its log.

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,30 +17,6 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/oidcprovider"
 )
-
-// start starts a server or, when node/npm/the package cannot be had, fails
-// in CI and skips loudly elsewhere.
-func start(t *testing.T, o oidcprovider.Options) *oidcprovider.Server {
-	t.Helper()
-	s, err := oidcprovider.Start(o)
-	var un *oidcprovider.Unavailable
-	if errors.As(err, &un) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must run the independent-server tier: %v", err)
-		}
-		t.Skipf("SKIPPING the independent authorization server tier: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		if t.Failed() {
-			t.Logf("node-oidc-provider log:\n%s", s.Log())
-		}
-	})
-	return s
-}
 
 func newKey(t *testing.T, kid string, alg jose.SignatureAlgorithm) *fakeokta.ClientKey {
 	t.Helper()
@@ -69,7 +44,7 @@ func client(t *testing.T, id string, k *fakeokta.ClientKey, audience string) *ok
 // server takes, and confirms revocation by the server's introspection.
 func TestClientAgainstNodeOIDCProvider(t *testing.T) {
 	rsa, ec := newKey(t, "rsa-1", jose.RS256), newKey(t, "ec-1", jose.ES256)
-	s := start(t, oidcprovider.Options{
+	s := oidcprovider.StartT(t, oidcprovider.Options{
 		Scopes: []string{"ci:read", "ci:write"},
 		Clients: []oidcprovider.Client{
 			{ID: "runner-rsa", Keys: rsa.JWKS(), Scope: "ci:read ci:write"},
@@ -117,7 +92,7 @@ func TestClientAgainstNodeOIDCProvider(t *testing.T) {
 // revoke it; the token endpoint as aud works for every call.
 func TestOktaAudienceIsRefusedByAStrictServer(t *testing.T) {
 	ec := newKey(t, "ec-1", jose.ES256)
-	s := start(t, oidcprovider.Options{
+	s := oidcprovider.StartT(t, oidcprovider.Options{
 		Scopes: []string{"ci:read"}, StrictAssertionAudience: true,
 		Clients: []oidcprovider.Client{{ID: "runner-ec", Keys: ec.JWKS(), Scope: "ci:read"}},
 	})
@@ -145,7 +120,7 @@ func TestOktaAudienceIsRefusedByAStrictServer(t *testing.T) {
 // client answers use_dpop_nonce and gets a DPoP-bound token.
 func TestDPoPWithServerNonce(t *testing.T) {
 	ec := newKey(t, "ec-1", jose.ES256)
-	s := start(t, oidcprovider.Options{
+	s := oidcprovider.StartT(t, oidcprovider.Options{
 		Scopes:  []string{"ci:read"},
 		Clients: []oidcprovider.Client{{ID: "runner-dpop", Keys: ec.JWKS(), Scope: "ci:read", DPoP: true}},
 	})
