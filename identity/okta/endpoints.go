@@ -353,3 +353,27 @@ func IsOktaURL(raw string) bool {
 	}
 	return false
 }
+
+// LayoutMismatches compares an Okta server's discovered metadata with the
+// fixed {issuer}/v1/... layout the client calls for Okta URLs without
+// discovery, and describes each difference (none: the layout is right).
+// doctor-style checks report them: a difference means the executor calls
+// URLs the server does not publish.
+func LayoutMismatches(issuer string, discovered Endpoints) []string {
+	want := OktaEndpoints(issuer)
+	var out []string
+	for _, p := range []struct{ name, got, want string }{
+		{"token_endpoint", discovered.Token, want.Token},
+		{"revocation_endpoint", discovered.Revocation, want.Revocation},
+		{"introspection_endpoint", discovered.Introspection, want.Introspection},
+		{"jwks_uri", discovered.JWKS, want.JWKS},
+	} {
+		if p.got != p.want {
+			out = append(out, fmt.Sprintf("%s: the server publishes %q, the executor calls %q", p.name, p.got, p.want))
+		}
+	}
+	if !supports(discovered.AuthMethods, "private_key_jwt") {
+		out = append(out, "token_endpoint_auth_methods_supported lacks private_key_jwt: "+strings.Join(discovered.AuthMethods, " "))
+	}
+	return out
+}

@@ -298,3 +298,17 @@ func TestDiscoveredServerWithoutRevocationCannotRevoke(t *testing.T) {
 		t.Errorf("introspect: %v, want a DiscoveryError about the missing introspection_endpoint", err)
 	}
 }
+
+func TestLayoutMismatches(t *testing.T) {
+	iss := "https://acme.okta.com/oauth2/default"
+	if m := okta.LayoutMismatches(iss, okta.OktaEndpoints(iss)); len(m) != 0 {
+		t.Errorf("the layout differs from itself: %v", m)
+	}
+	moved := okta.OktaEndpoints(iss)
+	moved.Revocation = iss + "/v2/revoke"
+	moved.AuthMethods = []string{"client_secret_basic"}
+	m := okta.LayoutMismatches(iss, moved)
+	if len(m) != 2 || !strings.Contains(m[0], "revocation_endpoint") || !strings.Contains(m[1], "private_key_jwt") {
+		t.Errorf("mismatches %q", m)
+	}
+}
