@@ -237,14 +237,30 @@ func TestIndependentRefreshFollowsTheServersShorterLifetime(t *testing.T) {
 		t.Error("the token did not change although the server's 8 s lifetime left less than the 4 s margin")
 	}
 	issued, revoked := w.serverEvents("grant.success"), w.serverEvents(indepRevoked)
-	if issued < 2 || issued > 6 {
-		t.Errorf("the server issued %d tokens for a ~6 s job with 8 s tokens, want a few", issued)
+	if issued < 2 {
+		t.Errorf("the server issued %d tokens, want a refresh", issued)
 	}
 	if revoked != issued {
 		t.Errorf("the server revoked %d of %d tokens", revoked, issued)
 	}
-	if n := len(eventsOf(w.auditEvents(t), res.Payload.ID, identity.EventRefreshed)); n != issued-1 {
-		t.Errorf("%d refreshed audit events for %d tokens", n, issued)
+	evs := w.auditEvents(t)
+	refreshed := eventsOf(evs, res.Payload.ID, identity.EventRefreshed)
+	if len(refreshed) != issued-1 {
+		t.Errorf("%d refreshed audit events for %d tokens", len(refreshed), issued)
+	}
+	// No storm: a token is replaced only once less than the 4 s margin of
+	// its server lifetime is left (how many replacements a job needs
+	// depends on how slowly its sub-stages run on a loaded machine).
+	grants := append(eventsOf(evs, res.Payload.ID, identity.EventIssued), refreshed...)
+	for i := 1; i < len(grants); i++ {
+		prevExp, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i-1]["expires_at"]))
+		at, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i]["time"]))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("audit times: %v %v", err1, err2)
+		}
+		if left := prevExp.Sub(at); left > 4*time.Second+time.Second {
+			t.Errorf("token %d replaced with %s of its life left, more than the 4 s margin", i, left.Round(time.Millisecond))
+		}
 	}
 	w.assertClean()
 }
