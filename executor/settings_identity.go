@@ -25,6 +25,17 @@ type IdentitySettings struct {
 	OrgURL                string `toml:"org_url"`
 	AuthorizationServerID string `toml:"authorization_server_id"`
 	Issuer                string `toml:"issuer"`
+	// Discovery reads the authorization server's endpoints from its RFC
+	// 8414 metadata. Unset: on for any issuer that is not an Okta URL
+	// (see okta.IsOktaURL), off for Okta URLs, which keep the fixed
+	// {issuer}/v1/... layout with no extra round trip. true or false
+	// forces it.
+	Discovery *bool `toml:"discovery"`
+	// AssertionAudience is the aud of every client assertion (token,
+	// revoke, introspect): "endpoint" (the URL called; what Okta requires,
+	// the default for Okta URLs), "token_endpoint" (RFC 7523, the default
+	// otherwise) or "issuer".
+	AssertionAudience string `toml:"assertion_audience"`
 	// ClientID, PrivateKeyFile and KeyID are the runner's service app and
 	// its private_key_jwt key (PEM: RSA PKCS#1 or PKCS#8, or EC P-256).
 	ClientID       string `toml:"client_id"`
@@ -130,6 +141,12 @@ func (o *IdentitySettings) applyDefaults() {
 	if o.AuthorizationServerID == "" && o.Issuer == "" {
 		o.AuthorizationServerID = "default"
 	}
+	if o.AssertionAudience == "" {
+		o.AssertionAudience = okta.AudienceTokenEndpoint
+		if o.IsOkta() {
+			o.AssertionAudience = okta.AudienceEndpoint
+		}
+	}
 	if o.DefaultLifetime.Duration == 0 {
 		o.DefaultLifetime.Duration = 15 * time.Minute
 	}
@@ -209,6 +226,21 @@ func (o *IdentitySettings) IssuerFor(authServerID string) string {
 	return o.orgBase() + "/oauth2/" + authServerID
 }
 
+// IsOkta reports whether the configured issuer (or org URL) is an Okta
+// org (okta.IsOktaURL).
+func (o *IdentitySettings) IsOkta() bool {
+	return okta.IsOktaURL(o.orgBase())
+}
+
+// UsesDiscovery reports whether endpoints come from the server's metadata
+// rather than Okta's fixed layout.
+func (o *IdentitySettings) UsesDiscovery() bool {
+	if o.Discovery != nil {
+		return *o.Discovery
+	}
+	return !o.IsOkta()
+}
+
 func (o *IdentitySettings) orgBase() string {
 	if o.Issuer != "" {
 		is := strings.TrimRight(o.Issuer, "/")
@@ -246,8 +278,12 @@ func (s *Settings) validateIdentity() error {
 			}
 		}
 	}
-	if o.Issuer != "" && !strings.Contains(o.Issuer, "/oauth2/") {
+	if o.Issuer != "" && o.IsOkta() && !strings.Contains(o.Issuer, "/oauth2/") {
 		add("okta.issuer %q must name a custom authorization server (…/oauth2/<id>): only those grant custom scopes", o.Issuer)
+	}
+	if !okta.ValidAssertionAudience(o.AssertionAudience) {
+		add("okta.assertion_audience %q: use %q (Okta), %q (RFC 7523) or %q", o.AssertionAudience,
+			okta.AudienceEndpoint, okta.AudienceTokenEndpoint, okta.AudienceIssuer)
 	}
 	if o.Issuer == "" && !authServerIDPattern.MatchString(o.AuthorizationServerID) {
 		add("okta.authorization_server_id %q is not an authorization server id", o.AuthorizationServerID)
@@ -295,6 +331,9 @@ func (s *Settings) validateIdentity() error {
 		}
 		if r.AuthorizationServer != "" && !authServerIDPattern.MatchString(r.AuthorizationServer) {
 			add("policy rule %q: authorization_server %q is not an authorization server id", r.Name, r.AuthorizationServer)
+		}
+		if r.AuthorizationServer != "" && o.Issuer != "" && !strings.Contains(o.Issuer, "/oauth2/") {
+			add("policy rule %q: authorization_server %q needs an issuer of the form …/oauth2/<id> to name a sibling server; okta.issuer %q is not", r.Name, r.AuthorizationServer, o.Issuer)
 		}
 	}
 	if m := o.RefreshMargin.Duration; m <= 0 || m >= minLifetime {

@@ -49,8 +49,9 @@ func newAssertionSigner(clientID, keyID string, key crypto.Signer) (*assertionSi
 	}, nil
 }
 
-// sign returns a client assertion for one request to audience, the exact
-// endpoint URL called. Each call has a fresh random jti: Okta rejects a
+// sign returns a client assertion for one request with this audience (the
+// endpoint URL called, the token endpoint or the issuer: see
+// Config.AssertionAudience). Each call has a fresh random jti: Okta rejects a
 // replayed one, so a retry must never reuse an assertion.
 func (s *assertionSigner) sign(audience string, now time.Time) (string, error) {
 	assertion, _, err := s.signWithID(audience, now)

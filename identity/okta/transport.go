@@ -36,7 +36,8 @@ const (
 // attempts as the retry policy allows.
 type call struct {
 	kind     string // "token", "revoke" or "introspect"
-	endpoint string // the exact URL, also the assertion audience
+	endpoint string // the exact URL
+	audience string // the aud of the client assertion
 	// issuer is the authorization server called, for errors.
 	issuer string
 	// mints is set for a call whose success creates something (a token):
@@ -113,7 +114,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
 	sentAt := c.clock()
-	assertion, jti, err := c.signer.signWithID(cl.endpoint, sentAt)
+	assertion, jti, err := c.signer.signWithID(cl.audience, sentAt)
 	if err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}

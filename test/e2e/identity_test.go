@@ -1203,11 +1203,13 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 		t.Errorf("reaped audit events %v, want one ok with the jti", reaped)
 	}
 	// Nothing of the job may stay in the state dir: the audit log (and the
-	// GitLab key cache) are the runner's, everything else is the job's.
+	// GitLab key and authorization-server metadata caches) are the
+	// runner's, everything else is the job's.
 	_ = filepath.WalkDir(w.stateDir, func(p string, d os.DirEntry, err error) error {
 		rel, _ := filepath.Rel(w.stateDir, p)
 		switch {
-		case err != nil || d.IsDir() || rel == "audit.log" || strings.HasPrefix(rel, "jwks"+string(filepath.Separator)):
+		case err != nil || d.IsDir() || rel == "audit.log" || strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) ||
+			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)):
 		default:
 			t.Errorf("the reaped job left %s in the state dir", rel)
 		}

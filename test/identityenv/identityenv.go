@@ -109,12 +109,12 @@ func StartWith(t testing.TB, o Options) *Env {
 	if o.RSA {
 		alg = jose.RS256
 	}
-	key, keyFile := clientKey(t, KeyID, alg)
+	key, keyFile := ClientKey(t, KeyID, alg)
 	okta.AddClient(fakeokta.Client{ID: ClientID, Keys: key.JWKS()})
 	clients := []string{ClientID}
 	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile, runnerKey: key}
 	if o.DPoPApp {
-		dkey, dfile := clientKey(t, DPoPKeyID, jose.ES256)
+		dkey, dfile := ClientKey(t, DPoPKeyID, jose.ES256)
 		okta.AddClient(fakeokta.Client{ID: DPoPClientID, Keys: dkey.JWKS(), DPoPBound: true})
 		clients = append(clients, DPoPClientID)
 		env.DPoPKeyFile = dfile
@@ -140,8 +140,9 @@ func StartWith(t testing.TB, o Options) *Env {
 	return env
 }
 
-// clientKey makes an app key and writes its private half as PKCS#8 PEM.
-func clientKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) (*fakeokta.ClientKey, string) {
+// ClientKey makes an app key and writes its private half as PKCS#8 PEM
+// (0600) in a test temp dir; it returns the key and the file.
+func ClientKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) (*fakeokta.ClientKey, string) {
 	t.Helper()
 	key, err := fakeokta.NewClientKey(kid, alg)
 	if err != nil {
@@ -166,6 +167,12 @@ func (e *Env) DPoPSection() string {
 // SettingsTOML returns the [okta] and [gitlab] sections (dev mode: plain
 // http on loopback) with extra lines appended to [okta]. The caller adds
 // dev_mode = true at the top level and the [policy].
+//
+// A loopback URL is not an Okta URL, so the executor discovers the fake's
+// endpoints from its (Okta-shaped) metadata; the fake, like Okta, wants
+// every client assertion addressed to the endpoint called, which the
+// settings say with assertion_audience = "endpoint", as an operator of an
+// Okta org behind a custom domain would.
 func (e *Env) SettingsTOML(oktaExtra string) string {
 	return fmt.Sprintf(`
 [okta]
@@ -173,6 +180,7 @@ org_url = %q
 client_id = %q
 private_key_file = %q
 key_id = %q
+assertion_audience = "endpoint"
 %s
 
 [gitlab]
