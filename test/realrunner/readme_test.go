@@ -91,7 +91,7 @@ func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 		runners[i] = w.startRunner(1)
 	}
 	for _, r := range runners {
-		r.wait(t, 3*time.Minute)
+		r.wait(t, waitLimit)
 	}
 	for i, c := range cases {
 		j := jobs[i]
