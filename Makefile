@@ -21,14 +21,17 @@ build:
 demo: setup build
 	$(GO) run ./test/demo --executor $(BIN)/gitlab-okta-executor --issuer $(BIN)/okta-dev-issuer
 
-# The real-runner tier runs on its own, verbosely, so its one-line verdict
-# (the runner version it ran, or why it did not run) is always visible.
+# The real-runner tier runs on its own, verbosely and even when other tests
+# failed, so its one-line verdict (the runner version it ran, or why it did
+# not run) is always visible.
 REALRUNNER := ./test/realrunner
 
 test: setup
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/realrunner$$')
-	$(GO) test -count=1 -timeout 10m -parallel 8 -v $(REALRUNNER)
+	status=0; \
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/realrunner$$') || status=1; \
+	$(GO) test -count=1 -timeout 10m -parallel 8 -v $(REALRUNNER) || status=1; \
+	exit $$status
 
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 20m ./test/bench/ ./identity/

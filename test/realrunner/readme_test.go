@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/gitlabapi"
@@ -36,15 +38,39 @@ func readmePolicy(t *testing.T) string {
 	return block
 }
 
+// readmeRule is a rule of the README's policy block.
+type readmeRule struct {
+	Name        string              `toml:"name"`
+	BoundClaims map[string][]string `toml:"bound_claims"`
+}
+
 // TestRealRunnerREADMEPolicyExamples runs the README's policy under Runner
-// 17.9.3. Its payload has no project_full_path, so the rules bound to
-// project_path match only claims of a verified ID token, which the jobs
-// API delivers as GitLab does (a masked variable named in
-// gitlab.id_token_variables); without one the job is denied and the
-// denial names project_path.
+// 17.9.3, whose payload has no project_full_path. Jobs with a verified ID
+// token (delivered as GitLab does: a masked variable named in
+// gitlab.id_token_variables) get each rule's grant. A job without one gets
+// "read" exactly when the README binds that rule to project_id (which the
+// payload of every runner carries); otherwise it is denied with one line
+// naming the rule and its claim.
 func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 	t.Parallel()
 	policy := readmePolicy(t)
+	var parsed struct {
+		Policy struct {
+			Rules []readmeRule `toml:"rules"`
+		} `toml:"policy"`
+	}
+	if _, err := toml.Decode(policy, &parsed); err != nil {
+		t.Fatalf("the README's policy block is not TOML: %v", err)
+	}
+	var read readmeRule
+	for _, r := range parsed.Policy.Rules {
+		if r.Name == "read" {
+			read = r
+		}
+	}
+	if read.Name == "" {
+		t.Fatal("the README's policy has no rule \"read\"; update this test with the README")
+	}
 	// The README's rules without authorization_server use the settings'
 	// server; here one of their own, since the world's "default" server
 	// has an access policy for the CI scopes only.
@@ -69,6 +95,11 @@ func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 		}
 		return p
 	}
+	readGrant := "scopes=artifacts:read issuer=" + w.env.Issuer("ausreadme")
+	noTokenGrant := ""
+	if _, byID := read.BoundClaims["project_id"]; byID {
+		noTokenGrant = readGrant
+	}
 	cases := []struct {
 		name    string
 		payload harness.Payload
@@ -78,9 +109,8 @@ func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 			"scopes=deploy:production issuer=" + w.env.Issuer("aus_production_123")},
 		{"publish", job(43, "platform/api", &fakegitlab.IDTokenClaims{RefProtected: true}),
 			"scopes=artifacts:write issuer=" + w.env.Issuer("ausreadme")},
-		{"read", job(44, "platform/web", &fakegitlab.IDTokenClaims{}),
-			"scopes=artifacts:read issuer=" + w.env.Issuer("ausreadme")},
-		{"no ID token under 17.9.3", job(43, "platform/api", nil), ""},
+		{"read", job(43, "platform/web", &fakegitlab.IDTokenClaims{}), readGrant},
+		{"read, no ID token", job(43, "platform/web", nil), noTokenGrant},
 	}
 	jobs := make([]*gitlabapi.Job, len(cases))
 	for i, c := range cases {
@@ -91,7 +121,7 @@ func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 		runners[i] = w.startRunner(1)
 	}
 	for _, r := range runners {
-		r.wait(t, 3*time.Minute)
+		r.wait(t, waitLimit)
 	}
 	for i, c := range cases {
 		j := jobs[i]
@@ -102,9 +132,20 @@ func TestRealRunnerREADMEPolicyExamples(t *testing.T) {
 			continue
 		}
 		wantFinal(t, j, gitlabapi.StatusFailed, "script_failure", 1)
-		if errs := errorLines(j.Trace()); len(errs) != 1 || !strings.Contains(errs[0], "project_path") || !strings.Contains(errs[0], `"publish"`) {
-			t.Errorf("%s: ERROR lines %q, want one naming rule \"publish\" and project_path", c.name, errs)
+		errs := errorLines(j.Trace())
+		if len(errs) != 1 || !strings.Contains(errs[0], `"read"`) || !mentionsAny(errs[0], read.BoundClaims) {
+			t.Errorf("%s: ERROR lines %q, want one naming rule \"read\" and its claim", c.name, errs)
 		}
 	}
 	w.assertClean(jobs...)
+}
+
+// mentionsAny reports whether line names one of the claims.
+func mentionsAny(line string, claims map[string][]string) bool {
+	for c := range claims {
+		if strings.Contains(line, c) {
+			return true
+		}
+	}
+	return false
 }

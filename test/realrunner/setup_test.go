@@ -367,7 +367,7 @@ func (w *world) run(payloads ...harness.Payload) []*gitlabapi.Job {
 	for i, p := range payloads {
 		jobs[i] = w.enqueue(p)
 	}
-	w.startRunner(len(jobs)).wait(w.t, 3*time.Minute)
+	w.startRunner(len(jobs)).wait(w.t, waitLimit)
 	for _, j := range jobs {
 		w.recordTrace(j)
 	}
