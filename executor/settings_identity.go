@@ -3,11 +3,12 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -380,7 +381,7 @@ func (s *Settings) validateIdentity() error {
 	for _, c := range g.PredefinedVariableClaims {
 		switch {
 		case predefinedVariables[c] == "":
-			add("gitlab.predefined_variable_claims: %q has no predefined variable to fall back to (use %s)", c, strings.Join(sortedClaims(predefinedVariables), ", "))
+			add("gitlab.predefined_variable_claims: %q has no predefined variable to fall back to (use %s)", c, strings.Join(slices.Sorted(maps.Keys(predefinedVariables)), ", "))
 		case seenClaim[c]:
 			add("gitlab.predefined_variable_claims: %q is listed twice", c)
 		}
@@ -398,15 +399,6 @@ func (s *Settings) validateIdentity() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sortedClaims(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // usesMode reports whether any policy rule uses mode.

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -364,24 +366,14 @@ func (m *MemStore) Delete(jobID int64) error {
 func (m *MemStore) ListLocks() ([]int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ids := make([]int64, 0, len(m.lockFiles))
-	for id := range m.lockFiles {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids, nil
+	return slices.Sorted(maps.Keys(m.lockFiles)), nil
 }
 
 // List implements StateStore.
 func (m *MemStore) List() ([]int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ids := make([]int64, 0, len(m.states))
-	for id := range m.states {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids, nil
+	return slices.Sorted(maps.Keys(m.states)), nil
 }
 
 // Lock implements StateStore.

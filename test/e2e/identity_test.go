@@ -849,7 +849,10 @@ bound_claims = { project_path = ["other/*"], ref_type = ["tag"] }
 			}
 		}
 	}
-	if l := linesWithPrefix(res.JobLog, `  rule "release": `); len(l) == 1 && strings.Contains(l[0], "project_path") {
+	// release's project_path matched: the line blames ref_type and only
+	// names project_path's source among the claims that matched.
+	if l := linesWithPrefix(res.JobLog, `  rule "release": `); len(l) == 1 &&
+		(!strings.HasPrefix(l[0], `  rule "release": ref_type `) || !strings.HasSuffix(l[0], "; project_path (payload) matched")) {
 		t.Errorf("release's project_path matched, yet the explanation blames it: %q", l[0])
 	}
 	if n := len(w.env.Okta.Issued()); n != 0 || w.env.Okta.Hits("/v1/token") != 0 {
@@ -1202,13 +1205,15 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	if len(reaped) != 1 || reaped[0]["outcome"] != "ok" || fmt.Sprint(reaped[0]["token_jti"]) != jti {
 		t.Errorf("reaped audit events %v, want one ok with the jti", reaped)
 	}
-	// Nothing of the job may stay in the state dir: the audit log (and the
-	// GitLab key and authorization-server metadata caches) are the
+	// Nothing of the job may stay in the state dir: the audit log, the
+	// GitLab key and authorization-server metadata caches, the
+	// runner-version cache and the settings-warning markers are the
 	// runner's, everything else is the job's.
 	_ = filepath.WalkDir(w.stateDir, func(p string, d os.DirEntry, err error) error {
 		rel, _ := filepath.Rel(w.stateDir, p)
 		switch {
-		case err != nil || d.IsDir() || rel == "audit.log" || strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) ||
+		case err != nil || d.IsDir() || rel == "audit.log" || rel == "runner-version.json" ||
+			strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) || strings.HasPrefix(rel, "warned"+string(filepath.Separator)) ||
 			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)):
 		default:
 			t.Errorf("the reaped job left %s in the state dir", rel)
