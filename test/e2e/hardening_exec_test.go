@@ -13,10 +13,11 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 )
 
-// waitForFile is a shell loop that waits up to 60 s for a file another job
-// creates, and fails the step if it never appears.
+// waitForFile is a shell loop that waits up to 3 minutes for a file
+// another job creates (its prepare may be retried on a busy engine), and
+// fails the step if it never appears.
 func waitForFile(path string) string {
-	return fmt.Sprintf(`i=0; while [ ! -e %[1]s ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; test -e %[1]s || { echo "TIMED-OUT waiting for %[1]s"; exit 1; }`, path)
+	return fmt.Sprintf(`i=0; while [ ! -e %[1]s ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; test -e %[1]s || { echo "TIMED-OUT waiting for %[1]s"; exit 1; }`, path)
 }
 
 // TestCacheOfProtectedJobsIsOutOfReachOfUnprotectedOnes runs a protected
