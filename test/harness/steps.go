@@ -9,5 +9,7 @@ package harness
 // SIGKILL. Here the shell waits with the wait builtin, which a trapped
 // signal interrupts (POSIX), and a sleep that missed the signal outlives
 // the shell by at most 50 ms. (A foreground sleep would also do, but the
-// shell reports one killed by SIGTERM as "Terminated" on stderr.)
-const UntilSignalled = "while :; do sleep 0.05 & wait $!; done"
+// shell reports one killed by SIGTERM as "Terminated" on stderr.) It gives
+// up after about a minute, like the sleep 60 it replaces, so a test binary
+// killed midway leaves no endless loop behind.
+const UntilSignalled = "i=0; while [ $i -lt 1200 ]; do sleep 0.05 & wait $!; i=$((i+1)); done"

@@ -181,6 +181,20 @@ func (m *machine) run(script string, env ...string) result {
 	return r
 }
 
+func (m *machine) wantNoInstall(t *testing.T) {
+	t.Helper()
+	if apt := m.read("apt.log"); apt != "" {
+		t.Errorf("apt-get called: %q", apt)
+	}
+}
+
+func (m *machine) wantNoDockerd(t *testing.T) {
+	t.Helper()
+	if m.read("dockerd.pid") != "" {
+		t.Error("dockerd started")
+	}
+}
+
 func (r result) want(t *testing.T, code int) {
 	t.Helper()
 	if r.code != code {
@@ -209,12 +223,8 @@ func TestNothingMissing(t *testing.T) {
 		if r.stdout != "" || r.stderr != "" {
 			t.Errorf("uid %d: output on a ready machine: %q %q", uid, r.stdout, r.stderr)
 		}
-		if apt := m.read("apt.log"); apt != "" {
-			t.Errorf("uid %d: apt-get called: %q", uid, apt)
-		}
-		if m.read("dockerd.pid") != "" {
-			t.Errorf("uid %d: dockerd started though an engine answers", uid)
-		}
+		m.wantNoInstall(t)
+		m.wantNoDockerd(t)
 	}
 }
 
@@ -258,12 +268,8 @@ func TestDockerMissingAsUser(t *testing.T) {
 	wantContains(t, "stderr", r.stderr,
 		"setup: missing packages: docker.io\n",
 		"setup: run: sudo apt-get update && sudo apt-get install -y docker.io\n")
-	if apt := m.read("apt.log"); apt != "" {
-		t.Errorf("apt-get called as a user: %q", apt)
-	}
-	if m.read("dockerd.pid") != "" {
-		t.Error("dockerd started as a user")
-	}
+	m.wantNoInstall(t)
+	m.wantNoDockerd(t)
 }
 
 func TestFreshMachineAsUserListsEverything(t *testing.T) {
@@ -302,12 +308,8 @@ func TestEngineNotAnsweringAsUser(t *testing.T) {
 		"setup: start it: sudo systemctl start docker\n",
 		"sudo sh -c 'setsid dockerd >"+filepath.Join(m.state, "dockerd.log")+" 2>&1 </dev/null &'",
 		"sudo usermod -aG docker tester")
-	if m.read("dockerd.pid") != "" {
-		t.Error("dockerd started as a user")
-	}
-	if m.read("apt.log") != "" {
-		t.Error("apt-get called though nothing is missing")
-	}
+	m.wantNoDockerd(t)
+	m.wantNoInstall(t)
 }
 
 func TestEngineNotAnsweringAsRootIsStarted(t *testing.T) {
@@ -319,9 +321,7 @@ func TestEngineNotAnsweringAsRootIsStarted(t *testing.T) {
 	if m.read("dockerd.pid") == "" {
 		t.Error("dockerd not started")
 	}
-	if m.read("apt.log") != "" {
-		t.Error("apt-get called though nothing is missing")
-	}
+	m.wantNoInstall(t)
 }
 
 // TestEngineNeverAnswers: the wait is bounded and ends with the log.
