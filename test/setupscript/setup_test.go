@@ -350,11 +350,13 @@ func TestEngineExitsAtStart(t *testing.T) {
 }
 
 // TestCIRunsSetupThenMakeTest: .ci/run sets up, then runs exactly
-// `make test` from the repository root.
+// `make test` from the repository root. A runner binary is named so that
+// .ci/run does not unpack the real one from ../shared (the stub machine has
+// no mkdir or xz); the real-runner tier itself fails in CI without one.
 func TestCIRunsSetupThenMakeTest(t *testing.T) {
 	t.Parallel()
 	m := newMachine(t, 0, true, allPackages...)
-	r := m.run(".ci/run")
+	r := m.run(".ci/run", "GITLAB_RUNNER_BINARY=/nonexistent/gitlab-runner")
 	r.want(t, 0)
 	if got := m.read("make.log"); got != "test\n" {
 		t.Errorf("make called with %q, want exactly \"test\"", got)
@@ -365,7 +367,7 @@ func TestCIRunsSetupThenMakeTest(t *testing.T) {
 	}
 	// setup ran first: on a machine missing a package it stops .ci/run
 	m = newMachine(t, 1000, true, "docker.io", "bash-static", "git", "make", "xz-utils")
-	r = m.run(".ci/run")
+	r = m.run(".ci/run", "GITLAB_RUNNER_BINARY=/nonexistent/gitlab-runner")
 	r.want(t, 1)
 	wantContains(t, "stderr", r.stderr, "sudo apt-get install -y busybox-static")
 	if got := m.read("make.log"); got != "" {
