@@ -142,7 +142,7 @@ refresh_margin = "1m"
 name = "demo-projects"
 scopes = [%q]
 [policy.rules.bound_claims]
-project_path = ["demo/**"]
+project_id = ["42"]
 `, stateDir, filepath.Join(work, "executor.log"), runnerBin, org, clientID, keyFile, keyID, scope)), 0o600); err != nil {
 		return err
 	}
