@@ -173,12 +173,7 @@ func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
 
 // Grant implements Identity.
 func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, save func() error) error {
-	claims := identity.ClaimsFromJob(identity.JobFacts{
-		JobID: p.ID, ProjectID: p.JobInfo.ProjectID, NamespaceID: p.JobInfo.NamespaceID,
-		RootNamespaceID: p.JobInfo.RootNamespaceID, PipelineID: p.JobInfo.PipelineID, UserID: p.JobInfo.UserID,
-		ProjectPath: p.JobInfo.ProjectFullPath, Ref: p.GitInfo.Ref, RefType: p.GitInfo.RefType, SHA: p.GitInfo.Sha,
-		Protected: p.Protected(),
-	})
+	claims := PayloadClaims(p)
 	if raw, name := m.idToken(p); raw != "" {
 		if m.Verifier == nil {
 			return errors.New("verifying the job's ID token: [gitlab] is not configured")
