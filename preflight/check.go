@@ -39,6 +39,10 @@ type CheckResult struct {
 // contacts nothing.
 func Check(path string) CheckResult {
 	res := CheckResult{Path: path}
+	if isRunnerConfig(path) {
+		res.Problems = []string{"this is GitLab Runner's config.toml ([[runners]]), not the executor's settings: check the file its config_args name after --settings"}
+		return res
+	}
 	s, err := executor.LoadSettings(path)
 	if err != nil {
 		res.Problems = problems(err)
@@ -203,4 +207,16 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// isRunnerConfig recognises GitLab Runner's own config.toml, the file an
+// admin is most likely to pass by mistake.
+func isRunnerConfig(path string) bool {
+	var top map[string]any
+	if _, err := toml.DecodeFile(path, &top); err != nil {
+		return false
+	}
+	_, runners := top["runners"]
+	_, okta := top["okta"]
+	return runners && !okta
 }

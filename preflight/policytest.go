@@ -84,8 +84,8 @@ func LoadTestFile(path string) (*TestFile, error) {
 	}
 	var errs []error
 	for _, k := range md.Undecoded() {
-		if len(k) == 4 && k[0] == "case" && k[2] == "job" {
-			errs = append(errs, fmt.Errorf("%s: case key job.%s: the job payload never carries %s; put it under [case.id_token]", path, k[3], k[3]))
+		if len(k) == 3 && k[0] == "case" && k[1] == "job" {
+			errs = append(errs, fmt.Errorf("%s: case key job.%s: the job payload never carries %s; put it under [case.id_token]", path, k[2], k[2]))
 			continue
 		}
 		errs = append(errs, fmt.Errorf("%s: unknown key %s", path, k))

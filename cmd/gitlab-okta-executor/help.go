@@ -114,6 +114,9 @@ func wantsHelp(args []string) (string, bool) {
 	case len(args) == 0:
 		return "", false
 	case args[0] == "help":
+		if len(args) > 1 && isHelpFlag(args[1]) {
+			return "help", true
+		}
 		if len(args) > 1 {
 			return args[1], true
 		}
