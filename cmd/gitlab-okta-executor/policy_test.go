@@ -39,7 +39,7 @@ func TestReadmePolicyFixturesMatchReadme(t *testing.T) {
 		t.Fatal(err)
 	}
 	for heading, file := range map[string]string{
-		"## Policy": "readme-policy.settings.toml",
+		"## Policy":                         "readme-policy.settings.toml",
 		"**App mode and access policies.**": "readme-app-mode.settings.toml",
 	} {
 		sec := string(readme)
