@@ -183,8 +183,3 @@ func fixtureFiles(args []string) ([]string, error) {
 	}
 	return out, nil
 }
-
-// runDoctor is replaced in doctor.go.
-var runDoctor = func(ctx context.Context, stdout io.Writer, path string, asJSON bool) error {
-	return errors.New("doctor is not built yet")
-}
