@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,21 +22,32 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
 
-// busyboxImage builds (or finds) the local test image, on the real engine.
+var (
+	busyboxOnce sync.Once
+	busyboxRef  string
+	busyboxErr  error
+)
+
+// busyboxImage builds (or finds) the local test image on the real engine,
+// once per test binary.
 func busyboxImage(t *testing.T) string {
 	t.Helper()
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatalf("docker client: %v", err)
+	busyboxOnce.Do(func() {
+		cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			busyboxErr = err
+			return
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		imgs, err := testimages.Ensure(ctx, cli)
+		busyboxRef, busyboxErr = imgs.Busybox, err
+	})
+	if busyboxErr != nil {
+		t.Fatalf("the doctor tests need the Docker engine and the local test images: %v", busyboxErr)
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	imgs, err := testimages.Ensure(ctx, cli)
-	if err != nil {
-		t.Fatalf("the doctor tests need the Docker engine and the local test images: %v", err)
-	}
-	return imgs.Busybox
+	return busyboxRef
 }
 
 // doctorWorld is a settings file over the fake Okta and GitLab, a state
@@ -362,6 +374,7 @@ func TestDoctorHostFailures(t *testing.T) {
 
 func TestDoctorOktaFailures(t *testing.T) {
 	t.Run("unknown authorization server and scope", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{})
 		w.rules = doctorRule("nowhere", "scopes = [\"ci:read\"]\nauthorization_server = \"ausnope\"") +
 			doctorRule("admin", "scopes = [\"ci:admin\"]")
@@ -375,6 +388,7 @@ func TestDoctorOktaFailures(t *testing.T) {
 		r.want(t, `okta.token rule "nowhere"`, preflight.Fail, "")
 	})
 	t.Run("token-mode app requires DPoP", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{DPoPApp: true})
 		w.clientID, w.keyFile = identityenv.DPoPClientID, w.env.DPoPKeyFile
 		r := w.run()
@@ -384,17 +398,20 @@ func TestDoctorOktaFailures(t *testing.T) {
 		}
 	})
 	t.Run("dpop rule on an app that does not bind", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{})
 		w.rules = doctorRule("bound", "mode = \"dpop\"\nscopes = [\"ci:read\"]")
 		r := w.run()
 		r.want(t, `okta.token rule "bound"`, preflight.Fail, "the token is not bound to the proof key")
 	})
 	t.Run("Okta lifetime under the refresh margin", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{Lifetime: 5 * time.Minute})
 		r := w.run()
 		r.want(t, `okta.lifetime rule "read"`, preflight.Fail, "Okta grants 5m, not more than okta.refresh_margin 5m")
 	})
 	t.Run("Okta lifetime under the rule's", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{Lifetime: 10 * time.Minute})
 		r := w.run()
 		if r.code != 0 {
@@ -411,6 +428,7 @@ func TestDoctorAppMode(t *testing.T) {
 		return w
 	}
 	t.Run("pass", func(t *testing.T) {
+		t.Parallel()
 		w := newAppWorld(t)
 		r := w.run()
 		if r.code != 0 {
@@ -420,12 +438,14 @@ func TestDoctorAppMode(t *testing.T) {
 		r.want(t, "okta.apps.rate_limit", preflight.Pass, "okta.apps.max_concurrent 10 costs at most 30 app calls a minute")
 	})
 	t.Run("no admin role", func(t *testing.T) {
+		t.Parallel()
 		w := newAppWorld(t)
 		w.env.Okta.RemoveAdminRole(identityenv.ClientID)
 		r := w.run()
 		r.want(t, `okta.apps rule "per-job"`, preflight.Fail, "forbidden (403 E0000006): the app has no admin role")
 	})
 	t.Run("policy not found and scope not granted", func(t *testing.T) {
+		t.Parallel()
 		w := newAppWorld(t)
 		w.rules = doctorRule("gone", "mode = \"app\"\naccess_policy = \"00pnosuch\"\nscopes = [\"ci:read\"]") +
 			doctorRule("wide", fmt.Sprintf("mode = \"app\"\naccess_policy = %q\nscopes = [\"ci:write\"]", w.env.AppPolicy))
@@ -434,6 +454,7 @@ func TestDoctorAppMode(t *testing.T) {
 		r.want(t, `okta.apps rule "wide"`, preflight.Fail, "has no active client_credentials rule granting ci:write")
 	})
 	t.Run("max_concurrent beyond the org's rate limit", func(t *testing.T) {
+		t.Parallel()
 		w := newAppWorld(t)
 		w.okta += "\n[okta.apps]\nmax_concurrent = 1000"
 		r := w.run()
@@ -443,12 +464,14 @@ func TestDoctorAppMode(t *testing.T) {
 
 func TestDoctorGitLabFailures(t *testing.T) {
 	t.Run("issuer is not gitlab.url", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{})
 		w.gitlab = strings.Replace(w.env.GitLab.URL(), "127.0.0.1", "localhost", 1)
 		r := w.run()
 		r.want(t, "gitlab.issuer", preflight.Fail, fmt.Sprintf("set gitlab.url = %q", w.env.GitLab.URL()))
 	})
 	t.Run("keys unreachable", func(t *testing.T) {
+		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{})
 		w.env.GitLab.FailKeys(http.StatusInternalServerError)
 		r := w.run()
