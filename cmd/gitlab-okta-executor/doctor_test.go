@@ -254,6 +254,11 @@ func TestDoctorAllPass(t *testing.T) {
 	if issued := len(w.env.Okta.Issued()); n != issued || n != 6 {
 		t.Errorf("%d audit events for %d issued tokens, want 6 (3 rules, text and JSON runs)", n, issued)
 	}
+	// Two runs, each one token request for "read" and "prod" and two for
+	// "bound": Okta's DPoP nonce challenge, then the proof with the nonce.
+	if hits := w.env.Okta.Hits("/v1/token"); hits != 8 {
+		t.Errorf("%d token requests, want 8 (the dpop rule answers a nonce challenge)", hits)
+	}
 	for _, line := range strings.Split(strings.TrimSpace(r.text), "\n") {
 		if !strings.HasPrefix(line, "PASS ") && !strings.HasPrefix(line, "doctor: ") {
 			t.Errorf("text line %q", line)
