@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/docker/go-units"
 
@@ -101,20 +100,10 @@ var runnerIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 // LoadSettings reads, defaults and validates the settings file. Every
 // problem is reported at once.
 func LoadSettings(file string) (*Settings, error) {
-	s := &Settings{path: file}
-	md, err := toml.DecodeFile(file, s)
+	s, problems, err := decodeSettings(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading settings %s: %w", file, err)
+		return nil, err
 	}
-	var problems []error
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
-		}
-		problems = append(problems, fmt.Errorf("unknown settings: %s", strings.Join(keys, ", ")))
-	}
-	s.applyDefaults()
 	if err := s.Validate(); err != nil {
 		problems = append(problems, err)
 	}

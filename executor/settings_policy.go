@@ -14,20 +14,10 @@ import (
 // read, so a policy repository's CI can test the policy without the
 // runner's secrets. Stages always use LoadSettings.
 func LoadPolicySettings(file string) (*Settings, error) {
-	s := &Settings{path: file}
-	md, err := toml.DecodeFile(file, s)
+	s, problems, err := decodeSettings(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading settings %s: %w", file, err)
+		return nil, err
 	}
-	var problems []error
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
-		}
-		problems = append(problems, fmt.Errorf("unknown settings: %s", strings.Join(keys, ", ")))
-	}
-	s.applyDefaults()
 	if err := s.Policy.Validate(); err != nil {
 		problems = append(problems, err)
 	}
@@ -38,4 +28,24 @@ func LoadPolicySettings(file string) (*Settings, error) {
 		return nil, fmt.Errorf("invalid policy in %s: %w", file, err)
 	}
 	return s, nil
+}
+
+// decodeSettings reads and defaults the settings file; unknown keys are the
+// first problem. The error is for a file that cannot be read or parsed.
+func decodeSettings(file string) (*Settings, []error, error) {
+	s := &Settings{path: file}
+	md, err := toml.DecodeFile(file, s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading settings %s: %w", file, err)
+	}
+	var problems []error
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		problems = append(problems, fmt.Errorf("unknown settings: %s", strings.Join(keys, ", ")))
+	}
+	s.applyDefaults()
+	return s, problems, nil
 }

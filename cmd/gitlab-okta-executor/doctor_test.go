@@ -92,30 +92,15 @@ func (w *doctorWorld) settingsFile() string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	body := fmt.Sprintf(`dev_mode = true
-runner_id = "doctor-test"
-state_dir = %q
-%s
-[docker]
-default_image = %q
-runner_binary = %q
-%s
-
-[okta]
-org_url = %q
-client_id = %q
-private_key_file = %q
-key_id = %q
-%s
-
-[gitlab]
-url = %q
-audience = %q
-id_token_variables = [%q]
-
-%s`, filepath.Join(w.dir, "state"), w.top, w.image, self, w.docker,
-		w.env.Okta.URL(), w.clientID, w.keyFile, keyIDOf(w.clientID), w.okta,
-		w.gitlab, identityenv.Audience, identityenv.IDTokenVariable, w.rules)
+	// identityenv's sections, with this world's app and GitLab URL.
+	sections := strings.NewReplacer(
+		fmt.Sprintf("client_id = %q", identityenv.ClientID), fmt.Sprintf("client_id = %q", w.clientID),
+		fmt.Sprintf("private_key_file = %q", w.env.KeyFile), fmt.Sprintf("private_key_file = %q", w.keyFile),
+		fmt.Sprintf("key_id = %q", identityenv.KeyID), fmt.Sprintf("key_id = %q", keyIDOf(w.clientID)),
+		fmt.Sprintf("url = %q", w.env.GitLab.URL()), fmt.Sprintf("url = %q", w.gitlab),
+	).Replace(w.env.SettingsTOML(w.okta))
+	body := fmt.Sprintf("dev_mode = true\nrunner_id = \"doctor-test\"\nstate_dir = %q\n%s\n[docker]\ndefault_image = %q\nrunner_binary = %q\n%s\n%s\n%s",
+		filepath.Join(w.dir, "state"), w.top, w.image, self, w.docker, sections, w.rules)
 	file := filepath.Join(w.dir, "settings.toml")
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		w.t.Fatal(err)
