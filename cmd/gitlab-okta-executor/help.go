@@ -87,11 +87,17 @@ command could not run (for instance an invalid settings file: run check).
       not single out this executor; each with its line. Exit status 1 when
       there is a finding.
 `,
-	"dpop-proof": `usage: gitlab-okta-executor dpop-proof --method METHOD --url URL [--key-file F] [--token-file F]
+	"dpop-proof": `usage: gitlab-okta-executor dpop-proof --url URL [--method GET] [--nonce N] [--key-file F] [--token-file F]
 
-Inside a dpop-mode job: prints a fresh DPoP proof for one request, bound to
-the job's token (ath). Defaults come from OKTA_DPOP_KEY_FILE and
-OKTA_ACCESS_TOKEN_FILE.
+Inside a dpop-mode job: prints a fresh DPoP proof (RFC 9449) for one
+request, bound to the job's token (ath); send it as the DPoP header next
+to "Authorization: DPoP <token>", a new proof per request.
+
+  --url URL        the URL the request is sent to (required)
+  --method M       its HTTP method (default GET)
+  --nonce N        the DPoP-Nonce the resource server asked for, if any
+  --key-file F     the job's DPoP key (default $OKTA_DPOP_KEY_FILE)
+  --token-file F   the job's access token (default $OKTA_ACCESS_TOKEN_FILE)
 `,
 	"version": `usage: gitlab-okta-executor version
 
