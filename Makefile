@@ -1,5 +1,6 @@
 # The two commands: `make demo` runs a real job through all four stages in
-# Docker with the local dev issuer; `make test` runs the whole suite.
+# Docker with the local dev issuer; `make test` runs the whole suite. Both
+# (and `make bench`) first run scripts/setup: packages and a Docker engine.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin
@@ -8,20 +9,31 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # and the test stand-ins run inside scratch images.
 export CGO_ENABLED := 0
 
-.PHONY: build demo test bench vet fmt clean
+.PHONY: setup build demo test bench vet fmt clean
+
+setup:
+	scripts/setup
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/gitlab-okta-executor ./cmd/gitlab-okta-executor
 	$(GO) build -trimpath -o $(BIN)/okta-dev-issuer ./test/fakeokta/cmd/okta-dev-issuer
 
-demo: build
+demo: setup build
 	$(GO) run ./test/demo --executor $(BIN)/gitlab-okta-executor --issuer $(BIN)/okta-dev-issuer
 
-test:
-	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+# The real-runner tier runs on its own, verbosely and even when other tests
+# failed, so its one-line verdict (the runner version it ran, or why it did
+# not run) is always visible.
+REALRUNNER := ./test/realrunner
 
-bench: build
+test: setup
+	$(GO) vet ./...
+	status=0; \
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/realrunner$$') || status=1; \
+	$(GO) test -count=1 -timeout 10m -parallel 8 -v $(REALRUNNER) || status=1; \
+	exit $$status
+
+bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 20m ./test/bench/ ./identity/
 
 fmt:

@@ -11,7 +11,8 @@ import (
 // remove its containers and network, and delete its state. Every step runs
 // even when one fails; "not found" is success; running it twice, or after a
 // failed prepare, is safe. Tokens whose revocation failed stay in the
-// ledger (state marked finished) for the reaper.
+// ledger (state marked finished) for the reaper, and so does the state of
+// a job whose containers could not be removed (cleanup_failed).
 func (s *Stages) Cleanup(ctx context.Context) error {
 	p, err := s.payload()
 	if err != nil {
@@ -44,22 +45,44 @@ func (s *Stages) teardown(ctx context.Context, jobID int64, st *JobState, reason
 			revoked = false
 		}
 	}
+	removed := true
 	if err := s.removeJobResources(ctx, jobID); err != nil {
 		errs = append(errs, err)
+		removed = false
 	}
 	switch {
 	case st == nil:
-	case revoked:
+		if err := s.forgetIfStateless(jobID); err != nil {
+			errs = append(errs, err)
+		}
+	case revoked && removed:
 		if err := s.State.Delete(jobID); err != nil {
 			errs = append(errs, err)
 		}
 	default:
+		// Keep the state until every token is revoked and every
+		// container confirmed gone, so the reaper finds the job by its
+		// state and takes it at once.
 		st.Phase = PhaseFinished
+		if !removed {
+			st.Phase = PhaseCleanupFailed
+		}
 		if err := s.State.Save(st); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forgetIfStateless removes what the store keeps of a job that has no
+// state: its lock file, which every Lock creates. State that exists but
+// cannot be read is kept (with its lock), since it may be a ledger of live
+// tokens. The caller holds the job's lock.
+func (s *Stages) forgetIfStateless(jobID int64) error {
+	if _, err := s.State.Load(jobID); !errors.Is(err, ErrNoState) {
+		return nil
+	}
+	return s.State.Delete(jobID)
 }
 
 // removeJobResources removes every container and network labelled as the
@@ -69,6 +92,11 @@ func (s *Stages) removeJobResources(ctx context.Context, jobID int64) error {
 	sel := jobSelector(s.Settings.RunnerID, jobID)
 	names := NamesFor(s.Settings.RunnerID, jobID)
 	containers, err := s.Runtime.ListContainers(ctx, sel)
+	var unreachable *EngineUnreachableError
+	if errors.As(err, &unreachable) {
+		// Every other call would fail the same way.
+		return unreachable
+	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing containers of job %d: %w", jobID, err))
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,16 @@ type AuditRecorder interface {
 type OAuthFailure interface {
 	error
 	JobFault() bool
+}
+
+// RunnerFault is implemented by identity-provider errors that refuse the
+// runner's own configuration rather than the job (Okta's invalid_client,
+// unauthorized_client, invalid_dpop_proof): RunnerFault says what the
+// operator should check, "" when the refusal is not of that kind. Such a
+// failure is a system failure; the job is not to blame.
+type RunnerFault interface {
+	error
+	RunnerFault() string
 }
 
 // DPoPIssuer issues DPoP-bound tokens; the Okta client implements it.
@@ -168,7 +179,7 @@ func (m *IdentityManager) ExecEnv(st *JobState) []string {
 // NeedsRefresh implements Identity.
 func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
 	cur := st.Identity.Current()
-	return cur != nil && cur.ExpiresAt.Sub(m.now()) < m.Settings.Identity.RefreshMargin.Duration
+	return cur != nil && !m.now().Before(cur.RefreshDue(m.Settings.Identity.RefreshMargin.Duration))
 }
 
 // Grant implements Identity.
@@ -195,8 +206,12 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		}
 		fmt.Fprintf(m.JobLog, "Verified GitLab ID token from %s\n", name)
 	}
+	for _, name := range AddPredefinedClaims(m.Settings, p, claims) {
+		m.Log.Debug("predefined variable claim unknown", "claim", name, "variable", predefinedVariables[name])
+	}
+	st.ClaimSources = m.claimSources(claims)
 
-	decision, err := m.Settings.Policy.Evaluate(claims)
+	decision, err := m.Settings.Policy.EvaluateOn(claims, p.RunnerFacts())
 	var denial *identity.DenialError
 	if errors.As(err, &denial) {
 		for _, line := range denial.Lines() {
@@ -237,6 +252,59 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 	return m.issue(ctx, st, save, identity.EventIssued)
 }
 
+// AddPredefinedClaims adds the claims the operator accepts from GitLab's
+// predefined variables (gitlab.predefined_variable_claims) where neither
+// the payload nor a verified ID token has them, as prepare does before
+// evaluating the policy. A value that is not of the claim's form (an id,
+// "true"/"false"), or a key whose entries disagree, is left out: unknown.
+// It returns the opted-in claims it had to leave unknown.
+func AddPredefinedClaims(s *Settings, p *Payload, claims identity.Claims) (unknown []string) {
+	for _, name := range s.GitLab.PredefinedVariableClaims {
+		if _, ok := claims[name]; ok {
+			continue
+		}
+		v, ok := p.Predefined(predefinedVariables[name])
+		if !ok || !wellFormedClaim(name, v) {
+			unknown = append(unknown, name)
+			continue
+		}
+		claims.AddPredefined(name, v)
+	}
+	return unknown
+}
+
+// wellFormedClaim checks a predefined variable's value against its claim.
+func wellFormedClaim(name, v string) bool {
+	switch {
+	case name == "ref_protected":
+		return v == "true" || v == "false"
+	case strings.HasSuffix(name, "_id"):
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n > 0 && strconv.FormatInt(n, 10) == v
+	default:
+		return v != ""
+	}
+}
+
+// claimSources records where each claim a policy rule binds came from
+// (identity.Source*, or "absent"), for the audit trail.
+func (m *IdentityManager) claimSources(claims identity.Claims) map[string]string {
+	out := map[string]string{}
+	for _, r := range m.Settings.Policy.Rules {
+		for name := range r.BoundClaims {
+			if c, ok := claims[name]; ok {
+				out[name] = c.Source
+			} else {
+				out[name] = "absent"
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
 // idToken returns the first configured ID-token variable the job carries.
 // The value comes from JOB_RESPONSE_FILE; it is trusted only after its
 // signature and claims are verified.
@@ -265,6 +333,22 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	defer cancel()
 	tok, err := m.request(ctx, st)
 	if err != nil {
+		var rf RunnerFault
+		if errors.As(err, &rf) && rf.RunnerFault() != "" {
+			fmt.Fprintf(m.JobLog, "Okta refused the runner's own app, not this job: %s\n", rf.RunnerFault())
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "runner_misconfigured", Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
+		var ue *identity.UnconfirmedIssueError
+		if errors.As(err, &ue) {
+			// At most one token nobody holds: this stage fails (the runner
+			// retries prepare) instead of asking again and minting more.
+			fmt.Fprintf(m.JobLog, "Okta did not answer the token request in time; it may have issued a token "+
+				"that nobody holds and that expires on its own (client assertion jti %s in Okta's System Log)\n", ue.AssertionJTI)
+			m.audit(st, identity.AuditEvent{Event: identity.EventIssueFailed, Outcome: "unconfirmed",
+				AssertionJTI: ue.AssertionJTI, Issuer: ue.Issuer, Reason: err.Error()})
+			return fmt.Errorf("getting an Okta token for rule %q: %w", st.Identity.Rule, err)
+		}
 		var of OAuthFailure
 		if errors.As(err, &of) && of.JobFault() {
 			m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "okta_refused", Reason: err.Error()})
@@ -279,9 +363,18 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	if limit := tok.IssuedAt.Add(time.Duration(st.Identity.Lifetime) * time.Second); st.Identity.Lifetime > 0 && limit.Before(expires) {
 		expires = limit
 	}
+	// The lifetime Okta returned decides when to refresh, not only the
+	// configured one: a 5-minute access policy with a 5-minute margin
+	// would make every token due at once.
+	margin := m.Settings.Identity.RefreshMargin.Duration
+	plan := PlanRefresh(tok.IssuedAt, expires, margin)
+	announce := (plan.Adjusted || plan.Floored) && !st.Identity.RefreshAdjusted
+	if announce {
+		st.Identity.RefreshAdjusted = true
+	}
 	st.Identity.Tokens = append(st.Identity.Tokens, LedgerEntry{
 		Token: tok.Value.Reveal(), Issuer: tok.Issuer, JTI: tok.JTI, ClientID: tok.ClientID,
-		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID,
+		IssuedAt: tok.IssuedAt, ExpiresAt: expires, RequestID: tok.RequestID, RefreshAt: plan.At,
 	})
 	if err := save(); err != nil {
 		// The token is live but not in the ledger: revoke it right away.
@@ -296,6 +389,16 @@ func (m *IdentityManager) issue(ctx context.Context, st *JobState, save func() e
 	}
 	m.audit(st, identity.AuditEvent{Event: event, Outcome: "ok", TokenJTI: tok.JTI, Issuer: tok.Issuer,
 		ExpiresAt: &expires, OktaRequestID: tok.RequestID})
+	if announce {
+		lifetime := expires.Sub(tok.IssuedAt)
+		line := plan.explain(st.Identity.Rule, lifetime, margin)
+		fmt.Fprintln(m.JobLog, line)
+		m.Log.Warn("refresh margin adjusted to the token lifetime", "job", st.JobID, "rule", st.Identity.Rule,
+			"lifetime", lifetime, "refresh_margin", margin, "effective_margin", plan.Margin, "floored", plan.Floored)
+		m.audit(st, identity.AuditEvent{Event: identity.EventRefreshAdjusted, Outcome: "adjusted", TokenJTI: tok.JTI,
+			Issuer: tok.Issuer, ExpiresAt: &expires, TokenLifetime: int64(lifetime / time.Second),
+			RefreshMargin: int64(plan.Margin / time.Second), Reason: line})
+	}
 	m.Log.Info("token "+event, "job", st.JobID, "rule", st.Identity.Rule, "jti", tok.JTI, "expires_at", expires, "duration", m.now().Sub(start))
 	return nil
 }
@@ -419,6 +522,7 @@ func (m *IdentityManager) audit(st *JobState, e identity.AuditEvent) {
 	e.Time = m.now().UTC()
 	e.Runner, e.JobID, e.ProjectID, e.ProjectPath = st.Runner, st.JobID, st.ProjectID, st.ProjectPath
 	e.PipelineID, e.Ref, e.Protected = st.PipelineID, st.Ref, st.Protected
+	e.ClaimSources = st.ClaimSources
 	if st.Identity != nil {
 		e.Rule, e.Mode, e.Scopes = st.Identity.Rule, st.Identity.Mode, st.Identity.Scopes
 		if a := st.Identity.App; a != nil && e.AppID == "" {

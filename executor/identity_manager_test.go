@@ -304,7 +304,7 @@ func (f *forgetfulApps) GrantScopes(ctx context.Context, app *okta.JobApp, as st
 }
 
 func TestAppModeRepairsALostPolicyEntry(t *testing.T) {
-	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
+	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, AppMode: true}) // EC P-256 management key
 	s, key := identitySettings(t, env, func(string) string {
 		return env.SettingsTOML("") + `
 [[policy.rules]]

@@ -66,7 +66,16 @@ func jobLabels(runnerID string, p *Payload, role string, now time.Time) map[stri
 	return l
 }
 
-// cacheVolumeName is the per-project cache volume that persists across jobs.
-func cacheVolumeName(runnerID string, projectID int64) string {
-	return fmt.Sprintf("gitlab-okta-%s-cache-project-%d", runnerID, projectID)
+// cacheVolumeName is the per-project cache volume that persists across
+// jobs. Protected and unprotected jobs get separate volumes, as GitLab
+// keeps separate caches for protected branches: a job of an unprotected
+// branch (anyone with push access) must not read or poison what a
+// protected job with deploy scopes restores. Unknown protection counts as
+// unprotected.
+func cacheVolumeName(runnerID string, projectID int64, protected *bool) string {
+	kind := "non-protected"
+	if protected != nil && *protected {
+		kind = "protected"
+	}
+	return fmt.Sprintf("gitlab-okta-%s-cache-project-%d-%s", runnerID, projectID, kind)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // Payload is the part of JOB_RESPONSE_FILE the executor reads. Field names
@@ -21,6 +23,25 @@ type Payload struct {
 	Image       PayloadImage        `json:"image"`
 	Services    []PayloadImage      `json:"services"`
 	Credentials []PayloadCredential `json:"credentials"`
+
+	// Runner is what the executor knows of the GitLab Runner that wrote
+	// this payload; prepare fills it (it is not part of the file).
+	Runner RunnerInfo `json:"-"`
+
+	// fields are the keys present in job_info and git_info
+	// ("job_info.project_full_path"): the runner re-encodes the payload
+	// from its own job struct, so a key is there only if that runner
+	// version knows the field, whatever its value.
+	fields map[string]bool
+}
+
+// RunnerInfo is the GitLab Runner driving the executor, as far as it can
+// be told without trusting the job: see runnerVersion.
+type RunnerInfo struct {
+	// Version is "17.9.3", or "" when unknown.
+	Version string
+	// From says where Version came from.
+	From string
 }
 
 // PayloadJobInfo is GitLab's job_info.
@@ -91,9 +112,30 @@ func LoadPayload(file string) (*Payload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading job payload: %w", err)
 	}
+	return ParsePayload(b, file)
+}
+
+// ParsePayload parses and checks the content of a JOB_RESPONSE_FILE; name
+// is for messages. The keys present in job_info and git_info are recorded
+// (Passes, Shape), as the runner that wrote the file knew them.
+func ParsePayload(b []byte, file string) (*Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("parsing job payload %s: %w", file, err)
+	}
+	var keys struct {
+		JobInfo map[string]json.RawMessage `json:"job_info"`
+		GitInfo map[string]json.RawMessage `json:"git_info"`
+	}
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return nil, fmt.Errorf("parsing job payload %s: %w", file, err)
+	}
+	p.fields = map[string]bool{}
+	for k := range keys.JobInfo {
+		p.fields["job_info."+k] = true
+	}
+	for k := range keys.GitInfo {
+		p.fields["git_info."+k] = true
 	}
 	if p.ID <= 0 {
 		return nil, fmt.Errorf("parsing job payload %s: job id is missing", file)
@@ -104,22 +146,91 @@ func LoadPayload(file string) (*Payload, error) {
 	return &p, nil
 }
 
-// Protected reports whether the job's ref is protected, and whether that is
-// known. GitLab 18.3+ sends git_info.protected; older versions only the
-// predefined CI_COMMIT_REF_PROTECTED variable, whose FIRST occurrence is
-// GitLab's (later duplicates are the job author's overrides).
+// Protected is git_info.protected: whether the job's ref is protected, or
+// nil when the payload does not say (runners before 18.3 do not pass the
+// field). It never falls back to CI_COMMIT_REF_PROTECTED in variables[],
+// which a job can redefine; see Predefined and the operator's opt-in
+// gitlab.predefined_variable_claims.
 func (p *Payload) Protected() *bool {
 	if p.GitInfo.Protected != nil {
 		v := *p.GitInfo.Protected
 		return &v
 	}
-	for _, v := range p.Variables {
-		if v.Key == "CI_COMMIT_REF_PROTECTED" {
-			b := v.Value == "true"
-			return &b
-		}
-	}
 	return nil
+}
+
+// payloadFields maps the claims that only newer runners' payloads carry
+// to their field in JOB_RESPONSE_FILE.
+var payloadFields = map[string]string{
+	"ref_protected":     "git_info.protected",
+	"project_path":      "job_info.project_full_path",
+	"namespace_id":      "job_info.namespace_id",
+	"root_namespace_id": "job_info.root_namespace_id",
+	"user_id":           "job_info.user_id",
+	"pipeline_id":       "job_info.pipeline_id",
+}
+
+// Passes reports whether the runner that wrote the payload passes the
+// field behind claim (its key is present, whatever its value). Claims
+// without such a field report true.
+func (p *Payload) Passes(claim string) bool {
+	f, ok := payloadFields[claim]
+	return !ok || p.fields[f]
+}
+
+// RunnerFacts is what the policy is told of the runner that wrote the
+// payload, for explaining a claim its payload lacks.
+func (p *Payload) RunnerFacts() identity.RunnerFacts {
+	return identity.RunnerFacts{Version: p.Runner.Version, Passes: p.Passes}
+}
+
+// Shape names the runner versions whose payload has this payload's
+// fields: what the file itself says of the runner that wrote it.
+func (p *Payload) Shape() string {
+	switch {
+	case p.fields["job_info.pipeline_id"]:
+		return "19.0 or later"
+	case p.fields["job_info.project_full_path"]:
+		return "18.5 to 18.x"
+	case p.fields["git_info.protected"]:
+		return "18.3 to 18.4"
+	default:
+		return "before 18.3"
+	}
+}
+
+// predefinedVariables are the GitLab predefined variables an operator may
+// accept as fallback claims (gitlab.predefined_variable_claims), by claim.
+// GitLab sends each of them with every job.
+var predefinedVariables = map[string]string{
+	"ref_protected": "CI_COMMIT_REF_PROTECTED",
+	"project_path":  "CI_PROJECT_PATH",
+	"pipeline_id":   "CI_PIPELINE_ID",
+	"namespace_id":  "CI_PROJECT_NAMESPACE_ID",
+	"user_id":       "GITLAB_USER_ID",
+}
+
+// Predefined returns the value of a predefined variable when every entry
+// of key in variables[] agrees on it. GitLab lists its predefined
+// variables first and a job may repeat a key to override it (the runner
+// then uses the last entry), so an entry is GitLab's only if no other
+// disagrees: when entries differ the value is unknown, neither the first
+// nor the last. It cannot tell GitLab's entry from a job's that repeats
+// the same value, which changes nothing, nor a key GitLab did not send
+// from one a job invented; hence it serves only keys GitLab always sends,
+// and only for claims the operator opted in to.
+func (p *Payload) Predefined(key string) (string, bool) {
+	val, seen := "", false
+	for _, v := range p.Variables {
+		if v.Key != key {
+			continue
+		}
+		if seen && v.Value != val {
+			return "", false
+		}
+		val, seen = v.Value, true
+	}
+	return val, seen
 }
 
 // Variable returns the last value of a job variable (the one a job sees).

@@ -41,19 +41,69 @@ func TestLoadPayload(t *testing.T) {
 	}
 }
 
-func TestPayloadProtectedFallsBackToFirstVariable(t *testing.T) {
-	// Before GitLab 18.3 git_info.protected is null; GitLab's own
-	// CI_COMMIT_REF_PROTECTED comes first, a job's override later.
-	p, err := LoadPayload(writePayload(t, `{"id": 1, "git_info": {"protected": null},
-		"variables": [{"key": "CI_COMMIT_REF_PROTECTED", "value": "false"}, {"key": "CI_COMMIT_REF_PROTECTED", "value": "true"}]}`))
+// testdata/payload-runner-17.9.3.json is what GitLab Runner 17.9.3 writes
+// to JOB_RESPONSE_FILE (see testdata/README.md): GitLab sent the newer
+// job_info fields and git_info.protected, the runner's struct dropped
+// them, and the job redefines CI_PROJECT_PATH (same value) and
+// CI_COMMIT_REF_PROTECTED (GitLab says false, the job true).
+func TestPayloadOfRunner1793(t *testing.T) {
+	p, err := LoadPayload("testdata/payload-runner-17.9.3.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pr := p.Protected(); pr == nil || *pr {
-		t.Errorf("Protected = %v, want false (GitLab's value, not the override)", pr)
+	if p.ID != 8801 || p.JobInfo.ProjectID != 42 || p.GitInfo.Ref != "main" || p.GitInfo.RefType != "branch" {
+		t.Fatalf("payload = %+v", p)
 	}
-	if p.RunnerInfo.Timeout != defaultJobTimeout {
-		t.Errorf("timeout default = %d", p.RunnerInfo.Timeout)
+	if p.JobInfo.ProjectFullPath != "" || p.JobInfo.PipelineID != 0 || p.JobInfo.NamespaceID != 0 || p.JobInfo.UserID != 0 {
+		t.Errorf("17.9.3 payload has newer job_info fields: %+v", p.JobInfo)
+	}
+	if pr := p.Protected(); pr != nil {
+		t.Errorf("Protected = %v, want unknown: git_info.protected is absent and variables[] is not consulted", *pr)
+	}
+	if got := p.Shape(); got != "before 18.3" {
+		t.Errorf("Shape = %q", got)
+	}
+	for claim, want := range map[string]bool{"project_id": true, "ref": true, "project_path": false,
+		"ref_protected": false, "pipeline_id": false, "namespace_id": false, "root_namespace_id": false, "user_id": false} {
+		if p.Passes(claim) != want {
+			t.Errorf("Passes(%s) = %v, want %v", claim, !want, want)
+		}
+	}
+	for key, want := range map[string]struct {
+		v  string
+		ok bool
+	}{
+		"CI_COMMIT_REF_PROTECTED": {"", false},            // the job's duplicate disagrees: unknown
+		"CI_PROJECT_PATH":         {"platform/api", true}, // its duplicate agrees
+		"CI_PIPELINE_ID":          {"900", true},
+		"CI_PROJECT_NAMESPACE_ID": {"7", true},
+		"GITLAB_USER_ID":          {"11", true},
+		"CI_NOT_SENT":             {"", false},
+	} {
+		if v, ok := p.Predefined(key); v != want.v || ok != want.ok {
+			t.Errorf("Predefined(%s) = %q, %v; want %q, %v", key, v, ok, want.v, want.ok)
+		}
+	}
+	// The job sees its own override (the runner uses the last entry).
+	if v, _ := p.Variable("CI_COMMIT_REF_PROTECTED"); v != "true" {
+		t.Errorf("Variable = %q", v)
+	}
+}
+
+func TestPayloadShapes(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"id": 1, "git_info": {"ref": "main"}}`:                                                               "before 18.3",
+		`{"id": 1, "git_info": {"protected": null}}`:                                                           "18.3 to 18.4",
+		`{"id": 1, "job_info": {"project_full_path": "", "namespace_id": 0}, "git_info": {"protected": true}}`: "18.5 to 18.x",
+		`{"id": 1, "job_info": {"project_full_path": "g/a", "pipeline_id": 9}}`:                                "19.0 or later",
+	} {
+		p, err := LoadPayload(writePayload(t, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Shape(); got != want {
+			t.Errorf("%s: Shape = %q, want %q", body, got, want)
+		}
 	}
 }
 

@@ -80,8 +80,21 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		return err
 	}
 	defer unlock()
+	defer func() {
+		// A prepare that fails before it records state leaves only the
+		// lock file its Lock created (the teardown below covers the rest).
+		if err != nil {
+			if ferr := s.forgetIfStateless(p.ID); ferr != nil {
+				s.Log.Warn("removing the lock of a failed prepare", "job", p.ID, "error", ferr)
+			}
+		}
+	}()
 
-	if rep, rerr := s.Reap(ctx, opportunisticReap); rerr != nil {
+	var unreachable *EngineUnreachableError
+	if rep, rerr := s.Reap(ctx, opportunisticReap); errors.As(rerr, &unreachable) {
+		// Nothing below can work: say so once.
+		return unreachable
+	} else if rerr != nil {
 		s.Log.Warn("opportunistic reap failed", "error", rerr)
 	} else if rep.Jobs > 0 {
 		s.Log.Info("opportunistic reap", "jobs", rep.Jobs, "containers", rep.Containers, "tokens", rep.Tokens)
@@ -97,6 +110,8 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 	names := NamesFor(s.Settings.RunnerID, p.ID)
 	s.jobf("Preparing job %d with gitlab-okta-executor %s on runner %s", p.ID, s.Version, s.Settings.RunnerID)
+	p.Runner = s.runnerInfo(ctx)
+	s.Log.Info("gitlab runner", "job", p.ID, "version", p.Runner.Version, "version_from", p.Runner.From, "payload_shape", p.Shape())
 
 	// Images first: a slow pull must not eat into the token's lifetime,
 	// and a missing image needs no credential revoked.
@@ -319,7 +334,7 @@ func (s *Stages) securityOpt() []string {
 func (s *Stages) buildMounts(p *Payload, runnerBin string, st *JobState) ([]Mount, error) {
 	mounts := []Mount{
 		{Type: MountVolume, Target: s.Settings.BuildsDir},
-		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID), Target: s.Settings.CacheDir},
+		{Type: MountVolume, Source: cacheVolumeName(s.Settings.RunnerID, p.JobInfo.ProjectID, p.Protected()), Target: s.Settings.CacheDir},
 		{Type: MountBind, Source: runnerBin, Target: runnerBinaryTarget, ReadOnly: true},
 	}
 	if s.Identity != nil {
@@ -355,7 +370,7 @@ func (s *Stages) runnerBinary() (string, error) {
 	if b := s.Settings.Docker.RunnerBinary; b != "" {
 		return b, nil
 	}
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid())); err == nil && strings.Contains(filepath.Base(exe), "gitlab-runner") {
+	if exe := s.parentExe(); exe != "" {
 		return exe, nil
 	}
 	if p, err := exec.LookPath("gitlab-runner"); err == nil {

@@ -21,6 +21,8 @@ type ReapOptions struct {
 // ReapReport counts what a pass removed.
 type ReapReport struct {
 	Jobs, Containers, Networks, Tokens, Apps, Skipped int
+	// Locks counts lock files removed of jobs with no state left.
+	Locks int
 }
 
 type reapCandidate struct {
@@ -31,11 +33,13 @@ type reapCandidate struct {
 }
 
 // Reap finds jobs of this runner that are certainly over and tears them
-// down: their state says finished (cleanup could not revoke everything),
+// down: their state says finished (cleanup could not revoke everything)
+// or cleanup_failed (cleanup could not remove the containers),
 // their prepare died (state says preparing and nobody holds the job), or
 // they are older than their timeout plus the reap grace. Jobs a stage is
-// working on hold their lock and are skipped, so the reaper is safe to run
-// from a timer while jobs run.
+// working on hold their lock, and jobs whose script runs hold their run
+// lock: both are skipped, so the reaper is safe to run from a timer while
+// jobs run.
 func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error) {
 	var rep ReapReport
 	var errs []error
@@ -134,6 +138,21 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			unlock()
 			continue
 		}
+		// A script still running means the job is not over, however
+		// old it looks; holding this keeps a new sub-stage from
+		// starting while the job is torn down.
+		stopRuns, err := s.State.LockRun(id, false)
+		if errors.Is(err, ErrLocked) {
+			s.Log.Info("not reaping job: its script is running", "job", id, "why", why)
+			rep.Skipped++
+			unlock()
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			unlock()
+			continue
+		}
 		tokens := 0
 		if st != nil && st.Identity != nil {
 			for _, t := range st.Identity.Tokens {
@@ -151,7 +170,15 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			rep.Networks += c.networks
 			rep.Tokens += tokens
 		}
+		stopRuns()
 		unlock()
+	}
+	if ctx.Err() == nil {
+		n, err := s.reapLockFiles(cands)
+		rep.Locks += n
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.Identity != nil && !opts.SkipApps && ctx.Err() == nil {
 		live := func(jobID int64) bool {
@@ -167,6 +194,43 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 	return rep, errors.Join(errs...)
 }
 
+// reapLockFiles removes the lock files of jobs that had neither state nor
+// resources when this pass listed them (a prepare that failed before
+// recording state, an older executor's leftovers). A lock some process
+// holds is skipped; one taken here is re-checked for state under the lock
+// and removed while held, which Lock tolerates (a waiter on the removed
+// file locks the new one instead).
+func (s *Stages) reapLockFiles(seen map[int64]*reapCandidate) (int, error) {
+	ids, err := s.State.ListLocks()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if _, ok := seen[id]; ok {
+			continue // a job with state or resources: the pass above decided
+		}
+		unlock, err := s.State.Lock(id, false)
+		if errors.Is(err, ErrLocked) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, lerr := s.State.Load(id); errors.Is(lerr, ErrNoState) {
+			if err := s.State.Delete(id); err != nil {
+				errs = append(errs, err)
+			} else {
+				n++
+			}
+		}
+		unlock()
+	}
+	return n, errors.Join(errs...)
+}
+
 // containersGone is the reason for a prepared job without containers; the
 // caller confirms it with a fresh listing.
 const containersGone = "its containers are gone"
@@ -178,6 +242,8 @@ func (s *Stages) orphaned(st *JobState, c *reapCandidate, now time.Time) string 
 		switch st.Phase {
 		case PhaseFinished:
 			return "cleanup left credentials behind"
+		case PhaseCleanupFailed:
+			return "cleanup could not remove its containers"
 		case PhasePreparing:
 			// prepare holds the lock from before it writes this phase
 			// until it writes the next: getting the lock means it died.

@@ -60,6 +60,13 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	}
 	defer script.Close()
 
+	// The reaper never takes a job while this is held, whatever its age.
+	running, err := s.State.LockRun(p.ID, true)
+	if err != nil {
+		return err
+	}
+	defer running()
+
 	// The build container's name is deterministic: exec on it directly
 	// (a missing or stopped container fails the exec), saving an inspect
 	// per sub-stage.
@@ -186,7 +193,9 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 		if cur == nil {
 			return
 		}
-		wait := cur.ExpiresAt.Add(-margin).Sub(s.now())
+		// The plan recorded at issuance already compares the margin with
+		// the lifetime Okta returned and keeps MinRefreshInterval.
+		wait := cur.RefreshDue(margin).Sub(s.now())
 		if wait < time.Second {
 			wait = time.Second
 		}

@@ -153,3 +153,17 @@ type ImageError struct {
 }
 
 func (e *ImageError) Error() string { return "image " + e.Image + ": " + e.Reason }
+
+// EngineUnreachableError says the container engine did not answer: the
+// runner's infrastructure is at fault, never the job. Stages stop at the
+// first one instead of trying every other call against a dead engine.
+type EngineUnreachableError struct {
+	// Err is the client's error; it names the engine's address.
+	Err error
+}
+
+func (e *EngineUnreachableError) Error() string {
+	return "container engine unreachable: " + e.Err.Error()
+}
+
+func (e *EngineUnreachableError) Unwrap() error { return e.Err }

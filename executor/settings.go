@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"regexp"
@@ -54,11 +55,27 @@ type Settings struct {
 
 	// path is where the settings were loaded from, for messages.
 	path string
+	// digest is the SHA-256 of the file's content: warnings about the
+	// settings are shown once per digest.
+	digest string
 }
+
+// Digest is the SHA-256 (hex) of the settings file's content.
+func (s *Settings) Digest() string { return s.digest }
 
 // DockerSettings configure the containers of every job.
 type DockerSettings struct {
-	Host                string   `toml:"host"`
+	// Host is the Docker daemon every job runs on: unix:///path or
+	// tcp://host:port (TLS with the client certificate below, required
+	// off loopback). Default: DOCKER_HOST of the runner's environment,
+	// else the local socket.
+	Host string `toml:"host"`
+	// TLSCAFile, TLSCertFile and TLSKeyFile authenticate a tcp:// host
+	// (PEM files; the key 0600). Without a CA file the system roots
+	// verify the daemon.
+	TLSCAFile           string   `toml:"tls_ca_file"`
+	TLSCertFile         string   `toml:"tls_cert_file"`
+	TLSKeyFile          string   `toml:"tls_key_file"`
 	DefaultImage        string   `toml:"default_image"`
 	AllowedImages       []string `toml:"allowed_images"`
 	AllowedServices     []string `toml:"allowed_services"`
@@ -94,6 +111,9 @@ type Duration = identity.Duration
 // defaultCapAdd is the small set a typical CI script needs after
 // `cap_drop ALL` (installing packages, chown in checkouts, su to a user).
 var defaultCapAdd = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID"}
+
+// minCPUs is the smallest CPU limit Docker accepts (0.01 CPU).
+const minCPUs = 0.01
 
 var runnerIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 
@@ -147,6 +167,9 @@ func (s *Settings) applyDefaults() {
 		d.ServiceWaitTimeout.Duration = 30 * time.Second
 	}
 	s.Identity.applyDefaults()
+	// GitLab's ID tokens name the instance without a trailing slash and
+	// the verifier compares iss exactly.
+	s.GitLab.URL = strings.TrimRight(s.GitLab.URL, "/")
 }
 
 // Validate checks every setting and returns all problems joined.
@@ -158,6 +181,11 @@ func (s *Settings) Validate() error {
 	}
 	if !path.IsAbs(s.StateDir) {
 		add("state_dir %q must be an absolute path", s.StateDir)
+	}
+	if s.ReapGrace.Duration < 0 {
+		// A negative grace reaps jobs before their timeout: a prepare's
+		// opportunistic reap would tear down jobs still running.
+		add("reap_grace %s must not be negative", s.ReapGrace.Duration)
 	}
 	switch strings.ToLower(s.LogLevel) {
 	case "trace", "debug", "info", "warn", "error":
@@ -200,11 +228,14 @@ func (s *Settings) Validate() error {
 		d.memoryBytes = b
 	}
 	if d.CPUs != "" {
+		// Docker takes 0.01 CPU at least; below that NanoCPUs would
+		// round to 0, which means unlimited.
 		f, err := strconv.ParseFloat(d.CPUs, 64)
-		if err != nil || f <= 0 {
-			add("docker.cpus %q: use a positive number such as 1.5", d.CPUs)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < minCPUs {
+			add("docker.cpus %q: use a number of CPUs of at least 0.01, such as 1.5", d.CPUs)
+		} else {
+			d.nanoCPUs = int64(math.Round(f * 1e9))
 		}
-		d.nanoCPUs = int64(f * 1e9)
 	}
 	for _, c := range d.CapAdd {
 		if c == "" || strings.ToUpper(c) == "ALL" || strings.ContainsAny(c, " \t") {
@@ -225,6 +256,9 @@ func (s *Settings) Validate() error {
 		if fi, err := os.Stat(d.RunnerBinary); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			add("docker.runner_binary %q is not an executable file", d.RunnerBinary)
 		}
+	}
+	if err := d.validateHost(); err != nil {
+		errs = append(errs, err)
 	}
 	if d.ServiceWaitTimeout.Duration < 0 {
 		add("docker.service_wait_timeout must not be negative")

@@ -3,11 +3,12 @@ package executor
 import (
 	"errors"
 	"fmt"
-	"net"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,17 @@ type IdentitySettings struct {
 	OrgURL                string `toml:"org_url"`
 	AuthorizationServerID string `toml:"authorization_server_id"`
 	Issuer                string `toml:"issuer"`
+	// Discovery reads the authorization server's endpoints from its RFC
+	// 8414 metadata. Unset: on for any issuer that is not an Okta URL
+	// (see okta.IsOktaURL), off for Okta URLs, which keep the fixed
+	// {issuer}/v1/... layout with no extra round trip. true or false
+	// forces it.
+	Discovery *bool `toml:"discovery"`
+	// AssertionAudience is the aud of every client assertion (token,
+	// revoke, introspect): "endpoint" (the URL called; what Okta requires,
+	// the default for Okta URLs), "token_endpoint" (RFC 7523, the default
+	// otherwise) or "issuer".
+	AssertionAudience string `toml:"assertion_audience"`
 	// ClientID, PrivateKeyFile and KeyID are the runner's service app and
 	// its private_key_jwt key (PEM: RSA PKCS#1 or PKCS#8, or EC P-256).
 	ClientID       string `toml:"client_id"`
@@ -60,9 +72,8 @@ type IdentitySettings struct {
 }
 
 // AppsSettings configure app mode. The runner's app (client_id) creates
-// the job apps, so it needs the okta.apps.manage and
-// okta.authorizationServers.manage scopes and, because okta-sdk-golang
-// authenticates only with RSA, an RSA key.
+// the job apps with its own key (RSA or EC P-256), so it needs the
+// okta.apps.manage and okta.authorizationServers.manage scopes.
 type AppsSettings struct {
 	// MaxConcurrent bounds the app-mode jobs of this runner at once; more
 	// wait in prepare. Okta allows about 100 app creations a minute on
@@ -109,6 +120,13 @@ type GitLabSettings struct {
 	// IDTokenVariables are the job variables (id_tokens names) checked
 	// for an ID token, in order.
 	IDTokenVariables []string `toml:"id_token_variables"`
+	// PredefinedVariableClaims opt in, claim by claim, to GitLab's
+	// predefined variables (CI_COMMIT_REF_PROTECTED, CI_PROJECT_PATH, ...)
+	// as claims when neither the payload nor a verified ID token has them:
+	// for runners older than the payload field (docs/architecture.md says
+	// what this trusts). Such claims have source predefined_variable and
+	// rules with require_id_token never accept them. Empty: none.
+	PredefinedVariableClaims []string `toml:"predefined_variable_claims"`
 }
 
 // Enabled reports whether jobs get an Okta identity.
@@ -123,6 +141,12 @@ func (d *DeliverySettings) ExportsToken() bool { return d.ExportToken == nil || 
 func (o *IdentitySettings) applyDefaults() {
 	if o.AuthorizationServerID == "" && o.Issuer == "" {
 		o.AuthorizationServerID = "default"
+	}
+	if o.AssertionAudience == "" {
+		o.AssertionAudience = okta.AudienceTokenEndpoint
+		if o.IsOkta() {
+			o.AssertionAudience = okta.AudienceEndpoint
+		}
 	}
 	if o.DefaultLifetime.Duration == 0 {
 		o.DefaultLifetime.Duration = 15 * time.Minute
@@ -150,6 +174,42 @@ func (o *IdentitySettings) applyDefaults() {
 	}
 }
 
+// systemTopDirs are the top-level directories of a Linux image: a tmpfs
+// mounted on one of them, or on a directory inside one, hides the image's
+// files there (a token file in /etc/okta would be harmless, in /etc/ssl
+// it breaks TLS, in /usr/local/bin it hides the runner binary), so the
+// token's directory lives under /run or under a top-level directory of its
+// own.
+var systemTopDirs = map[string]bool{
+	"bin": true, "boot": true, "dev": true, "etc": true, "home": true, "lib": true, "lib32": true, "lib64": true,
+	"libx32": true, "media": true, "mnt": true, "opt": true, "proc": true, "root": true, "sbin": true, "srv": true,
+	"sys": true, "tmp": true, "usr": true, "var": true,
+}
+
+// within reports whether dir is root or below it.
+func within(dir, root string) bool {
+	root = path.Clean(root)
+	return dir == root || strings.HasPrefix(dir, root+"/")
+}
+
+// checkTokenDir enforces the token file's directory rule: the directory
+// becomes a tmpfs, so it must be one the job's image does not need,
+// either below /run (/run/gitlab-okta, the default) or a non-system
+// top-level directory (/okta).
+func checkTokenDir(file string) error {
+	if !path.IsAbs(file) || path.Clean(file) != file {
+		return errors.New("must be a clean absolute path")
+	}
+	dir := path.Dir(file)
+	if dir == "/" || dir == "/run" {
+		return fmt.Errorf("its directory %s becomes a tmpfs: put the file in a directory of its own such as /run/gitlab-okta", dir)
+	}
+	if top := strings.SplitN(dir[1:], "/", 2)[0]; systemTopDirs[top] {
+		return fmt.Errorf("its directory %s becomes a tmpfs that would hide the image's files under /%s: use a directory under /run (such as /run/gitlab-okta) or a top-level directory of its own", dir, top)
+	}
+	return nil
+}
+
 var (
 	authServerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	envPrefixPattern    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_$`)
@@ -165,6 +225,21 @@ func (o *IdentitySettings) IssuerFor(authServerID string) string {
 		authServerID = o.AuthorizationServerID
 	}
 	return o.orgBase() + "/oauth2/" + authServerID
+}
+
+// IsOkta reports whether the configured issuer (or org URL) is an Okta
+// org (okta.IsOktaURL).
+func (o *IdentitySettings) IsOkta() bool {
+	return okta.IsOktaURL(o.orgBase())
+}
+
+// UsesDiscovery reports whether endpoints come from the server's metadata
+// rather than Okta's fixed layout.
+func (o *IdentitySettings) UsesDiscovery() bool {
+	if o.Discovery != nil {
+		return *o.Discovery
+	}
+	return !o.IsOkta()
 }
 
 func (o *IdentitySettings) orgBase() string {
@@ -204,8 +279,12 @@ func (s *Settings) validateIdentity() error {
 			}
 		}
 	}
-	if o.Issuer != "" && !strings.Contains(o.Issuer, "/oauth2/") {
+	if o.Issuer != "" && o.IsOkta() && !strings.Contains(o.Issuer, "/oauth2/") {
 		add("okta.issuer %q must name a custom authorization server (…/oauth2/<id>): only those grant custom scopes", o.Issuer)
+	}
+	if !okta.ValidAssertionAudience(o.AssertionAudience) {
+		add("okta.assertion_audience %q: use %q (Okta), %q (RFC 7523) or %q", o.AssertionAudience,
+			okta.AudienceEndpoint, okta.AudienceTokenEndpoint, okta.AudienceIssuer)
 	}
 	if o.Issuer == "" && !authServerIDPattern.MatchString(o.AuthorizationServerID) {
 		add("okta.authorization_server_id %q is not an authorization server id", o.AuthorizationServerID)
@@ -220,8 +299,6 @@ func (s *Settings) validateIdentity() error {
 		add("okta.private_key_file %s: %v", o.PrivateKeyFile, err)
 	} else if o.KeyAlgorithm != "" && o.KeyAlgorithm != alg {
 		add("okta.key_algorithm %s does not match the key in %s, which signs %s", o.KeyAlgorithm, o.PrivateKeyFile, alg)
-	} else if alg != "RS256" && s.usesMode(identity.ModeApp) {
-		add("okta.private_key_file %s: app-mode rules manage apps through okta-sdk-golang, which authenticates only with an RSA key", o.PrivateKeyFile)
 	} else {
 		o.privateKeyPEM = b
 	}
@@ -256,6 +333,9 @@ func (s *Settings) validateIdentity() error {
 		if r.AuthorizationServer != "" && !authServerIDPattern.MatchString(r.AuthorizationServer) {
 			add("policy rule %q: authorization_server %q is not an authorization server id", r.Name, r.AuthorizationServer)
 		}
+		if r.AuthorizationServer != "" && o.Issuer != "" && !strings.Contains(o.Issuer, "/oauth2/") {
+			add("policy rule %q: authorization_server %q needs an issuer of the form …/oauth2/<id> to name a sibling server; okta.issuer %q is not", r.Name, r.AuthorizationServer, o.Issuer)
+		}
 	}
 	if m := o.RefreshMargin.Duration; m <= 0 || m >= minLifetime {
 		add("okta.refresh_margin %s must be positive and shorter than the shortest token lifetime (%s)", m, minLifetime)
@@ -274,10 +354,10 @@ func (s *Settings) validateIdentity() error {
 	} else if !path.IsAbs(o.AuditLog) {
 		add("okta.audit_log %q must be an absolute path", o.AuditLog)
 	}
-	if !path.IsAbs(o.Delivery.TokenFile) || path.Dir(o.Delivery.TokenFile) == "/" {
-		add("okta.delivery.token_file %q must be an absolute path in its own directory (it becomes a tmpfs)", o.Delivery.TokenFile)
+	if err := checkTokenDir(o.Delivery.TokenFile); err != nil {
+		add("okta.delivery.token_file %q: %v", o.Delivery.TokenFile, err)
 	}
-	if dir := path.Dir(o.Delivery.TokenFile); dir == path.Clean(s.BuildsDir) || dir == path.Clean(s.CacheDir) {
+	if dir := path.Dir(o.Delivery.TokenFile); within(dir, s.BuildsDir) || within(dir, s.CacheDir) {
 		add("okta.delivery.token_file %q must not live in the builds or cache directory", o.Delivery.TokenFile)
 	}
 	if !envPrefixPattern.MatchString(o.Delivery.EnvPrefix) {
@@ -296,6 +376,16 @@ func (s *Settings) validateIdentity() error {
 		if len(g.IDTokenVariables) == 0 {
 			add("gitlab.id_token_variables: name the id_tokens variable(s) jobs declare")
 		}
+	}
+	seenClaim := map[string]bool{}
+	for _, c := range g.PredefinedVariableClaims {
+		switch {
+		case predefinedVariables[c] == "":
+			add("gitlab.predefined_variable_claims: %q has no predefined variable to fall back to (use %s)", c, strings.Join(slices.Sorted(maps.Keys(predefinedVariables)), ", "))
+		case seenClaim[c]:
+			add("gitlab.predefined_variable_claims: %q is listed twice", c)
+		}
+		seenClaim[c] = true
 	}
 	if err := s.Policy.Validate(); err != nil {
 		errs = append(errs, err)
@@ -352,8 +442,7 @@ func checkServiceURL(raw string, devMode bool) error {
 		if !devMode {
 			return errors.New("https is required (plain http only with dev_mode on loopback)")
 		}
-		host := u.Hostname()
-		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		if isLoopback(u.Hostname()) {
 			return nil
 		}
 		return errors.New("dev_mode allows plain http only on loopback")

@@ -1,8 +1,11 @@
 package executor
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -34,7 +37,13 @@ func LoadPolicySettings(file string) (*Settings, error) {
 // first problem. The error is for a file that cannot be read or parsed.
 func decodeSettings(file string) (*Settings, []error, error) {
 	s := &Settings{path: file}
-	md, err := toml.DecodeFile(file, s)
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading settings %s: %w", file, err)
+	}
+	sum := sha256.Sum256(raw)
+	s.digest = hex.EncodeToString(sum[:])
+	md, err := toml.Decode(string(raw), s)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading settings %s: %w", file, err)
 	}

@@ -30,6 +30,9 @@ type Stages struct {
 	// Getenv reads the runner-provided environment.
 	Getenv  func(string) string
 	Version string
+	// ParentExe returns the GitLab Runner binary that started this
+	// process ("" when the parent is not one); nil reads /proc.
+	ParentExe func() string
 }
 
 // Environment variables GitLab Runner sets for every stage.
@@ -69,6 +72,7 @@ func (s *Stages) Config(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating attempt key: %w", err)
 	}
+	s.warnNewerRunnerClaims()
 	names := NamesFor(s.Settings.RunnerID, p.ID)
 	name, version, shell := "gitlab-okta-executor", s.Version, "bash"
 	shared := false

@@ -155,7 +155,7 @@ func TestPrepareCreatesHardenedJobContainers(t *testing.T) {
 		targets = append(targets, m.Target+"="+m.Source)
 	}
 	joined := strings.Join(targets, " ")
-	for _, want := range []string{"/builds=", "/cache=gitlab-okta-unit-cache-project-7", "/usr/local/bin/gitlab-runner=" + e.settings.Docker.RunnerBinary} {
+	for _, want := range []string{"/builds=", "/cache=gitlab-okta-unit-cache-project-7-non-protected", "/usr/local/bin/gitlab-runner=" + e.settings.Docker.RunnerBinary} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("mounts %q lack %q", joined, want)
 		}

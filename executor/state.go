@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +27,11 @@ const (
 	PhasePreparing = "preparing"
 	PhaseReady     = "ready"
 	PhaseFinished  = "finished"
+	// PhaseCleanupFailed: cleanup could not confirm the job's containers
+	// and network gone (the engine did not answer). The state stays so
+	// the reaper takes the job at once; its tokens are revoked already
+	// unless the ledger says otherwise.
+	PhaseCleanupFailed = "cleanup_failed"
 )
 
 // JobState is what the executor must remember between its stage processes
@@ -47,8 +55,11 @@ type JobState struct {
 	Phase   string `json:"phase"`
 	// User is the user the build container's scripts run as ("" = image
 	// default).
-	User     string         `json:"user,omitempty"`
-	Identity *IdentityState `json:"identity,omitempty"`
+	User string `json:"user,omitempty"`
+	// ClaimSources says where each claim the policy binds came from
+	// (payload, id_token, predefined_variable or absent), for the audit.
+	ClaimSources map[string]string `json:"claim_sources,omitempty"`
+	Identity     *IdentityState    `json:"identity,omitempty"`
 }
 
 // IdentityState is the job's identity grant and its token ledger.
@@ -62,6 +73,10 @@ type IdentityState struct {
 	DPoPKey string `json:"dpop_key,omitempty"`
 	// App is the job's own Okta service app (app mode only).
 	App *AppState `json:"app,omitempty"`
+	// RefreshAdjusted records that the job log and the audit log were told
+	// the refresh margin had to be adjusted to the lifetime Okta returns,
+	// so they are told once per job.
+	RefreshAdjusted bool `json:"refresh_adjusted,omitempty"`
 	// Tokens lists every token issued for the job, oldest first. The file
 	// holding it is 0600 in a 0700 directory and is deleted once every
 	// token is revoked.
@@ -79,6 +94,8 @@ type LedgerEntry struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	RequestID string    `json:"request_id"`
 	Revoked   bool      `json:"revoked"`
+	// RefreshAt is when the token is to be replaced (see PlanRefresh).
+	RefreshAt time.Time `json:"refresh_at,omitzero"`
 }
 
 // Current returns the newest unrevoked token, or nil.
@@ -109,9 +126,19 @@ type StateStore interface {
 	Delete(jobID int64) error
 	// List returns the ids of every job with state.
 	List() ([]int64, error)
+	// ListLocks returns the ids of every job with a lock file, held or
+	// not; Delete removes a job's lock file.
+	ListLocks() ([]int64, error)
 	// Lock serialises the stages, cleanup and the reaper on one job. With
 	// wait false it returns ErrLocked instead of blocking.
 	Lock(jobID int64, wait bool) (unlock func(), err error)
+	// LockRun is the marker of a running script, separate from Lock so a
+	// refresh can take Lock while the script runs. Run holds it shared
+	// (waiting) for as long as its exec lasts; the reaper takes it
+	// exclusively, never waiting (ErrLocked while a script runs), and
+	// keeps it while it tears the job down. So a job whose script runs is
+	// never reaped, whatever its age or the settings.
+	LockRun(jobID int64, shared bool) (unlock func(), err error)
 }
 
 // FileStore is the StateStore on disk: <root>/jobs/<id>/state.json written
@@ -184,8 +211,10 @@ func (f *FileStore) Delete(jobID int64) error {
 	if err := os.RemoveAll(f.jobDir(jobID)); err != nil {
 		return fmt.Errorf("deleting state of job %d: %w", jobID, err)
 	}
-	if err := os.Remove(f.lockPath(jobID)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("deleting lock of job %d: %w", jobID, err)
+	for _, l := range []string{f.lockPath(jobID), f.runLockPath(jobID)} {
+		if err := os.Remove(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("deleting lock of job %d: %w", jobID, err)
+		}
 	}
 	return nil
 }
@@ -208,8 +237,29 @@ func (f *FileStore) List() ([]int64, error) {
 	return ids, nil
 }
 
+// ListLocks implements StateStore.
+func (f *FileStore) ListLocks() ([]int64, error) {
+	entries, err := os.ReadDir(filepath.Join(f.Root, "locks"))
+	if err != nil {
+		return nil, fmt.Errorf("listing job locks: %w", err)
+	}
+	var ids []int64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".lock")
+		if id, err := strconv.ParseInt(name, 10, 64); ok && err == nil && e.Type().IsRegular() {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
 func (f *FileStore) lockPath(jobID int64) string {
 	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".lock")
+}
+
+func (f *FileStore) runLockPath(jobID int64) string {
+	return filepath.Join(f.Root, "locks", strconv.FormatInt(jobID, 10)+".run")
 }
 
 // Lock implements StateStore with flock(2), which the kernel releases when
@@ -218,11 +268,23 @@ func (f *FileStore) lockPath(jobID int64) string {
 // removed file notices that its path now names another file (or none)
 // and locks again, so two holders never lock different files.
 func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
-	name := f.lockPath(jobID)
 	how := syscall.LOCK_EX
 	if !wait {
 		how |= syscall.LOCK_NB
 	}
+	return flockFile(f.lockPath(jobID), how, jobID)
+}
+
+// LockRun implements StateStore with flock(2) on a second file, like Lock.
+func (f *FileStore) LockRun(jobID int64, shared bool) (func(), error) {
+	how := syscall.LOCK_EX | syscall.LOCK_NB
+	if shared {
+		how = syscall.LOCK_SH
+	}
+	return flockFile(f.runLockPath(jobID), how, jobID)
+}
+
+func flockFile(name string, how int, jobID int64) (func(), error) {
 	for {
 		fd, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
@@ -247,16 +309,20 @@ func (f *FileStore) Lock(jobID int64, wait bool) (func(), error) {
 // MemStore is the in-memory StateStore for stage unit tests. It passes the
 // same contract suite as FileStore.
 type MemStore struct {
-	mu     sync.Mutex
-	states map[int64][]byte
-	locks  map[int64]*sync.Mutex
+	mu       sync.Mutex
+	states   map[int64][]byte
+	locks    map[int64]*sync.RWMutex
+	runLocks map[int64]*sync.RWMutex
+	// lockFiles are the jobs whose lock a FileStore would have a file
+	// for: locked since their last Delete.
+	lockFiles map[int64]bool
 }
 
 var _ StateStore = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.Mutex{}}
+	return &MemStore{states: map[int64][]byte{}, locks: map[int64]*sync.RWMutex{}, runLocks: map[int64]*sync.RWMutex{}, lockFiles: map[int64]bool{}}
 }
 
 // Load implements StateStore.
@@ -291,30 +357,30 @@ func (m *MemStore) Save(st *JobState) error {
 func (m *MemStore) Delete(jobID int64) error {
 	m.mu.Lock()
 	delete(m.states, jobID)
+	delete(m.lockFiles, jobID)
 	m.mu.Unlock()
 	return nil
+}
+
+// ListLocks implements StateStore.
+func (m *MemStore) ListLocks() ([]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.lockFiles)), nil
 }
 
 // List implements StateStore.
 func (m *MemStore) List() ([]int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ids := make([]int64, 0, len(m.states))
-	for id := range m.states {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids, nil
+	return slices.Sorted(maps.Keys(m.states)), nil
 }
 
 // Lock implements StateStore.
 func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
+	l := m.lockOf(m.locks, jobID)
 	m.mu.Lock()
-	l, ok := m.locks[jobID]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[jobID] = l
-	}
+	m.lockFiles[jobID] = true
 	m.mu.Unlock()
 	if wait {
 		l.Lock()
@@ -322,4 +388,28 @@ func (m *MemStore) Lock(jobID int64, wait bool) (func(), error) {
 		return nil, ErrLocked
 	}
 	return l.Unlock, nil
+}
+
+// LockRun implements StateStore.
+func (m *MemStore) LockRun(jobID int64, shared bool) (func(), error) {
+	l := m.lockOf(m.runLocks, jobID)
+	if shared {
+		l.RLock()
+		return l.RUnlock, nil
+	}
+	if !l.TryLock() {
+		return nil, ErrLocked
+	}
+	return l.Unlock, nil
+}
+
+func (m *MemStore) lockOf(locks map[int64]*sync.RWMutex, jobID int64) *sync.RWMutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := locks[jobID]
+	if !ok {
+		l = &sync.RWMutex{}
+		locks[jobID] = l
+	}
+	return l
 }

@@ -77,6 +77,56 @@ func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, fun
 		}
 		again()
 	})
+	t.Run("run lock", func(t *testing.T) {
+		s, _ := newStore(t)
+		// Run holds it shared while the script runs; a refresh still
+		// gets the job lock meanwhile.
+		running, err := s.LockRun(5, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.LockRun(5, false); !errors.Is(err, ErrLocked) {
+			t.Fatalf("reaper while a script runs: %v, want ErrLocked", err)
+		}
+		if unlock, err := s.Lock(5, false); err != nil {
+			t.Fatalf("job lock while a script runs: %v", err)
+		} else {
+			unlock()
+		}
+		running()
+		reaper, err := s.LockRun(5, false)
+		if err != nil {
+			t.Fatalf("reaper after the script: %v", err)
+		}
+		if _, err := s.LockRun(5, false); !errors.Is(err, ErrLocked) {
+			t.Fatalf("second reaper: %v, want ErrLocked", err)
+		}
+		reaper()
+	})
+	t.Run("lock files listed until delete", func(t *testing.T) {
+		s, _ := newStore(t)
+		for _, id := range []int64{12, 4} {
+			unlock, err := s.Lock(id, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unlock()
+		}
+		if ids, err := s.ListLocks(); err != nil || len(ids) != 2 || ids[0] != 4 || ids[1] != 12 {
+			t.Fatalf("ListLocks = %v, %v", ids, err)
+		}
+		unlock, err := s.Lock(12, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(12); err != nil {
+			t.Fatal(err)
+		}
+		unlock()
+		if ids, err := s.ListLocks(); err != nil || len(ids) != 1 || ids[0] != 4 {
+			t.Fatalf("after Delete(12): ListLocks = %v, %v", ids, err)
+		}
+	})
 }
 
 func TestFileStoreContract(t *testing.T) {

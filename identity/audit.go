@@ -22,26 +22,41 @@ const (
 	// EventIssueFailed records an issuance that failed for the runner's
 	// reasons (Okta unreachable, retries exhausted), not a denial.
 	EventIssueFailed = "issue_failed"
+	// EventRefreshAdjusted records, once per job, that the lifetime Okta
+	// returned was too short for the configured refresh margin, and the
+	// margin used instead.
+	EventRefreshAdjusted = "refresh_adjusted"
 )
 
 // AuditEvent is one line of the audit log. It never holds a token: only
 // its jti, issuer and expiry.
 type AuditEvent struct {
-	Time          time.Time  `json:"time"`
-	Event         string     `json:"event"`
-	Runner        string     `json:"runner"`
-	JobID         int64      `json:"job_id"`
-	ProjectID     int64      `json:"project_id"`
-	ProjectPath   string     `json:"project_path"`
-	PipelineID    int64      `json:"pipeline_id"`
-	Ref           string     `json:"ref"`
-	Protected     *bool      `json:"protected"`
-	Rule          string     `json:"rule,omitempty"`
-	Mode          string     `json:"mode,omitempty"`
-	AppID         string     `json:"app_id,omitempty"`
-	Scopes        []string   `json:"scopes,omitempty"`
-	Issuer        string     `json:"issuer,omitempty"`
-	TokenJTI      string     `json:"token_jti,omitempty"`
+	Time        time.Time `json:"time"`
+	Event       string    `json:"event"`
+	Runner      string    `json:"runner"`
+	JobID       int64     `json:"job_id"`
+	ProjectID   int64     `json:"project_id"`
+	ProjectPath string    `json:"project_path"`
+	PipelineID  int64     `json:"pipeline_id"`
+	Ref         string    `json:"ref"`
+	Protected   *bool     `json:"protected"`
+	// ClaimSources maps each claim the policy binds to where it came
+	// from: payload, id_token, predefined_variable or absent.
+	ClaimSources map[string]string `json:"claim_sources,omitempty"`
+	Rule         string            `json:"rule,omitempty"`
+	Mode         string            `json:"mode,omitempty"`
+	AppID        string            `json:"app_id,omitempty"`
+	Scopes       []string          `json:"scopes,omitempty"`
+	Issuer       string            `json:"issuer,omitempty"`
+	TokenJTI     string            `json:"token_jti,omitempty"`
+	// AssertionJTI is the jti of the client assertion of a token request
+	// whose answer was lost (issue_failed, outcome "unconfirmed"): Okta's
+	// System Log finds the request, and any token it minted, by it.
+	AssertionJTI string `json:"assertion_jti,omitempty"`
+	// TokenLifetime and RefreshMargin (seconds) are the lifetime Okta
+	// returned and the refresh margin used for it (refresh_adjusted).
+	TokenLifetime int64      `json:"token_lifetime_seconds,omitempty"`
+	RefreshMargin int64      `json:"refresh_margin_seconds,omitempty"`
 	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
 	OktaRequestID string     `json:"okta_request_id,omitempty"`
 	Outcome       string     `json:"outcome"`
@@ -133,6 +148,9 @@ func (e AuditEvent) keyValues() []any {
 	} else {
 		kv = append(kv, "protected", nil)
 	}
+	if len(e.ClaimSources) > 0 {
+		kv = append(kv, "claim_sources", e.ClaimSources)
+	}
 	opt := func(k, v string) {
 		if v != "" {
 			kv = append(kv, k, v)
@@ -145,6 +163,13 @@ func (e AuditEvent) keyValues() []any {
 	}
 	opt("issuer", e.Issuer)
 	opt("token_jti", e.TokenJTI)
+	opt("assertion_jti", e.AssertionJTI)
+	if e.TokenLifetime != 0 {
+		kv = append(kv, "token_lifetime_seconds", e.TokenLifetime)
+	}
+	if e.RefreshMargin != 0 {
+		kv = append(kv, "refresh_margin_seconds", e.RefreshMargin)
+	}
 	if e.ExpiresAt != nil {
 		kv = append(kv, "expires_at", e.ExpiresAt.Format(time.RFC3339Nano))
 	}

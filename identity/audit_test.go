@@ -33,6 +33,7 @@ func auditEvents() map[string]AuditEvent {
 	return map[string]AuditEvent{
 		EventIssued: with(func(e *AuditEvent) {
 			e.Event, e.Rule, e.Mode, e.Scopes = EventIssued, "deploy", "token", []string{"deploy:write", "artifacts:read"}
+			e.ClaimSources = map[string]string{"project_id": SourcePayload, "ref_protected": SourceIDToken}
 			e.Issuer, e.TokenJTI, e.ExpiresAt = "https://example.okta.com/oauth2/aus1deploy", "AT.abc123", &exp
 			e.OktaRequestID, e.Outcome = "req-1", "success"
 		}),
@@ -51,7 +52,19 @@ func auditEvents() map[string]AuditEvent {
 		}),
 		EventDenied: with(func(e *AuditEvent) {
 			e.Event, e.Protected, e.Outcome = EventDenied, nil, "failure"
-			e.Reason = `no policy rule matched: "deploy": ref_protected is "false" (wants ["true"])`
+			e.ClaimSources = map[string]string{"project_id": SourcePayload, "project_path": "absent", "ref_protected": SourcePredefinedVariable}
+			e.Reason = `no policy rule matched: "deploy": ref_protected is "false" (predefined_variable; wants ["true"])`
+		}),
+		EventIssueFailed + "_unconfirmed": with(func(e *AuditEvent) {
+			e.Event, e.Rule, e.Mode, e.Scopes = EventIssueFailed, "deploy", "token", []string{"deploy:write"}
+			e.Issuer, e.AssertionJTI, e.Outcome = "https://example.okta.com/oauth2/aus1deploy", "Q7XGJ3VYRAX4GA3D2B6XTYHCZE", "unconfirmed"
+			e.Reason = "token request may have been served but got no answer"
+		}),
+		EventRefreshAdjusted: with(func(e *AuditEvent) {
+			e.Event, e.Rule, e.Mode, e.Scopes = EventRefreshAdjusted, "deploy", "token", []string{"deploy:write"}
+			e.Issuer, e.TokenJTI, e.ExpiresAt = "https://example.okta.com/oauth2/aus1deploy", "AT.abc123", &exp
+			e.TokenLifetime, e.RefreshMargin, e.Outcome = 300, 100, "adjusted"
+			e.Reason = `Okta's tokens for rule "deploy" live 5m0s, less than twice okta.refresh_margin (5m0s): refreshing 1m40s before expiry instead`
 		}),
 		EventReaped: with(func(e *AuditEvent) {
 			e.Event, e.Issuer, e.TokenJTI, e.Outcome = EventReaped, "https://example.okta.com/oauth2/aus1deploy", "AT.ghi789", "success"

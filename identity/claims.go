@@ -7,14 +7,21 @@ import (
 	"strconv"
 )
 
-// Claim sources.
+// Claim sources: where a policy input came from. A claim that is in none
+// of them is absent (unknown), which never matches.
 const (
-	// SourceJobPayload marks a claim read from the job payload
-	// (JOB_RESPONSE_FILE): set by GitLab, not overridable by the job, but not
-	// signed either.
-	SourceJobPayload = "job_payload"
+	// SourcePayload marks a claim read from a structured field of the job
+	// payload (JOB_RESPONSE_FILE): set by GitLab, not overridable by the
+	// job, but not signed either. Which fields a payload carries depends on
+	// the GitLab Runner version (PayloadSince).
+	SourcePayload = "payload"
 	// SourceIDToken marks a claim read from a verified GitLab ID token.
 	SourceIDToken = "id_token"
+	// SourcePredefinedVariable marks a claim read from one of GitLab's
+	// predefined CI variables in the payload's variables[], taken only
+	// when the operator opted in for that claim and no duplicate of the
+	// variable disagrees. Rules with require_id_token never accept it.
+	SourcePredefinedVariable = "predefined_variable"
 )
 
 // Claim is one fact about a job that a policy rule may bind.
@@ -23,13 +30,14 @@ type Claim struct {
 	// Verified is true only for claims of a GitLab ID token whose signature,
 	// issuer, audience, lifetime and job_id were checked.
 	Verified bool
-	// Source is SourceJobPayload or SourceIDToken.
+	// Source is SourcePayload, SourceIDToken or SourcePredefinedVariable.
 	Source string
 }
 
 // Claims are a job's facts by GitLab ID-token claim name. Only trusted
-// facts go in: the job payload fields GitLab sets (see JobFacts) and the
-// claims of a verified ID token. Never job variables.
+// facts go in: the job payload fields GitLab sets (see JobFacts), the
+// claims of a verified ID token and, where the operator opted in,
+// GitLab's predefined variables (AddPredefined).
 type Claims map[string]Claim
 
 // JobFacts are the payload fields GitLab sets and a job cannot override,
@@ -38,9 +46,38 @@ type JobFacts struct {
 	JobID, ProjectID, NamespaceID, RootNamespaceID, PipelineID, UserID int64
 
 	ProjectPath, Ref, RefType, SHA string
-	// Protected is git_info.protected, or GitLab's own (first)
-	// CI_COMMIT_REF_PROTECTED entry; nil when neither is known.
+	// Protected is git_info.protected; nil when the payload has none.
 	Protected *bool
+}
+
+// payloadSince maps the claims whose payload field only newer GitLab
+// Runners pass to the first runner version that does (read from the
+// runner's tagged sources: common/network.go, later common/spec/spec.go).
+// The other payload claims (job_id, project_id, ref, ref_type, sha) reach
+// the executor under every supported runner.
+var payloadSince = map[string]string{
+	"ref_protected":     "18.3",
+	"project_path":      "18.5",
+	"namespace_id":      "18.5",
+	"root_namespace_id": "18.5",
+	"user_id":           "18.5",
+	"pipeline_id":       "19.0",
+}
+
+// PayloadSince returns the first GitLab Runner version whose job payload
+// carries claim, or "" when every supported runner passes it (or none
+// does: claims only an ID token has).
+func PayloadSince(claim string) string { return payloadSince[claim] }
+
+// AddPredefined adds a claim from GitLab's predefined variable, tagged
+// SourcePredefinedVariable, unless the claim is already known from a
+// better source. It reports whether it added it.
+func (c Claims) AddPredefined(name, value string) bool {
+	if _, ok := c[name]; ok || value == "" {
+		return false
+	}
+	c[name] = Claim{Value: value, Source: SourcePredefinedVariable}
+	return true
 }
 
 // ClaimsFromJob maps the trusted payload facts to claims named as in GitLab
@@ -61,7 +98,7 @@ func ClaimsFromJob(f JobFacts) Claims {
 	}
 	for _, id := range ids {
 		if id.v != 0 {
-			c[id.name] = Claim{Value: strconv.FormatInt(id.v, 10), Source: SourceJobPayload}
+			c[id.name] = Claim{Value: strconv.FormatInt(id.v, 10), Source: SourcePayload}
 		}
 	}
 	strs := []struct{ name, v string }{
@@ -72,11 +109,11 @@ func ClaimsFromJob(f JobFacts) Claims {
 	}
 	for _, s := range strs {
 		if s.v != "" {
-			c[s.name] = Claim{Value: s.v, Source: SourceJobPayload}
+			c[s.name] = Claim{Value: s.v, Source: SourcePayload}
 		}
 	}
 	if f.Protected != nil {
-		c["ref_protected"] = Claim{Value: strconv.FormatBool(*f.Protected), Source: SourceJobPayload}
+		c["ref_protected"] = Claim{Value: strconv.FormatBool(*f.Protected), Source: SourcePayload}
 	}
 	return c
 }

@@ -15,7 +15,7 @@ func TestClaimsFromJobAllFacts(t *testing.T) {
 		ProjectPath: "group/app", Ref: "main", RefType: "branch", SHA: "0123abcd",
 		Protected: ptr(true),
 	})
-	p := func(v string) Claim { return Claim{Value: v, Source: SourceJobPayload} }
+	p := func(v string) Claim { return Claim{Value: v, Source: SourcePayload} }
 	want := Claims{
 		"job_id": p("501"), "project_id": p("42"), "namespace_id": p("7"), "root_namespace_id": p("3"),
 		"pipeline_id": p("900"), "user_id": p("11"), "project_path": p("group/app"), "ref": p("main"),
@@ -34,8 +34,8 @@ func TestClaimsFromJobAllFacts(t *testing.T) {
 func TestClaimsFromJobUnknownFactsAreAbsent(t *testing.T) {
 	got := ClaimsFromJob(JobFacts{JobID: 5, Ref: "main"})
 	want := Claims{
-		"job_id": {Value: "5", Source: SourceJobPayload},
-		"ref":    {Value: "main", Source: SourceJobPayload},
+		"job_id": {Value: "5", Source: SourcePayload},
+		"ref":    {Value: "main", Source: SourcePayload},
 	}
 	if !maps.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
@@ -50,7 +50,7 @@ func TestClaimsFromJobUnknownFactsAreAbsent(t *testing.T) {
 
 func TestClaimsFromJobProtectedFalse(t *testing.T) {
 	got := ClaimsFromJob(JobFacts{Protected: ptr(false)})
-	if c := got["ref_protected"]; c.Value != "false" || c.Source != SourceJobPayload {
+	if c := got["ref_protected"]; c.Value != "false" || c.Source != SourcePayload {
 		t.Fatalf("ref_protected = %+v, want \"false\" from the payload", c)
 	}
 }
@@ -72,7 +72,7 @@ func TestClaimsMerge(t *testing.T) {
 	want := Claims{
 		"job_id": v("501"), "project_id": v("42"),
 		"ref":         v("feature"), // the ID token wins
-		"sha":         {Value: "aaaa", Source: SourceJobPayload},
+		"sha":         {Value: "aaaa", Source: SourcePayload},
 		"environment": v("prod"), "runner_id": v("123456789012"), "exp": v("1700000000"),
 		"float": v("1.5"), "ref_protected": v("true"), "flag": v("true"),
 	}

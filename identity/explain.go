@@ -1,9 +1,6 @@
 package identity
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Explanation is a policy evaluation laid out for a person: every rule with
 // every bound claim checked (not only the first that fails), then the
@@ -37,27 +34,13 @@ type RuleExplanation struct {
 	Result RuleResult
 }
 
-// ClaimCheck is one bound claim of a rule checked against the job's value.
-type ClaimCheck struct {
-	Claim string
-	Want  []string
-	// Present is false when the job has no such claim (unknown, never a
-	// match).
-	Present bool
-	// Value and Source are the job's claim (Source printed as-is).
-	Value, Source string
-	Verified      bool
-	Pass          bool
-	// Why is a short reason over claim values only.
-	Why string
-}
-
-// Explain evaluates the policy over c and explains every rule and claim.
-// The outcome (Decision or Denial) is Evaluate's own; an error means the
+// Explain evaluates the policy over c as EvaluateOn does and explains
+// every rule and every bound claim with the same checks (Rule.CheckClaim).
+// The outcome (Decision or Denial) is EvaluateOn's own; an error means the
 // policy is invalid (Validate catches that first).
-func (p *Policy) Explain(c Claims) (Explanation, error) {
+func (p *Policy) Explain(c Claims, runner RunnerFacts) (Explanation, error) {
 	ex := Explanation{Claims: c}
-	decision, err := p.Evaluate(c)
+	decision, err := p.EvaluateOn(c, runner)
 	var denial *DenialError
 	switch {
 	case errors.As(err, &denial):
@@ -81,42 +64,13 @@ func (p *Policy) Explain(c Claims) (Explanation, error) {
 			re.Tried, re.Result, re.Matched = true, tried[i], tried[i].Matched
 		}
 		for _, name := range sortedKeys(r.BoundClaims) {
-			re.Checks = append(re.Checks, r.checkClaim(name, c))
+			ck, err := r.CheckClaim(name, c, runner)
+			if err != nil {
+				return ex, err
+			}
+			re.Checks = append(re.Checks, ck)
 		}
 		ex.Rules = append(ex.Rules, re)
 	}
 	return ex, nil
-}
-
-// checkClaim explains one bound claim, with the same semantics as
-// Rule.evaluate.
-func (r *Rule) checkClaim(name string, c Claims) ClaimCheck {
-	want := r.BoundClaims[name]
-	cl, ok := c[name]
-	ck := ClaimCheck{Claim: name, Want: want, Present: ok, Value: cl.Value, Source: cl.Source, Verified: cl.Verified}
-	switch {
-	case !ok:
-		ck.Why = "absent (a missing claim is unknown, never a match)"
-		return ck
-	case r.RequireIDToken && !cl.Verified:
-		ck.Why = fmt.Sprintf("%s comes from %s, but the rule requires a verified ID token", shown(cl.Value), sourceName(cl.Source))
-		return ck
-	}
-	for _, pat := range want {
-		if m, err := matchAny(name, []string{pat}, cl.Value); err == nil && m {
-			ck.Pass = true
-			if pat == cl.Value {
-				ck.Why = fmt.Sprintf("%s equals %s", shown(cl.Value), shown(pat))
-			} else {
-				ck.Why = fmt.Sprintf("%s matches %s", shown(cl.Value), shown(pat))
-			}
-			return ck
-		}
-	}
-	how := "matches none of"
-	if isIDClaim(name) {
-		how = "equals none of" // ids are compared exactly
-	}
-	ck.Why = fmt.Sprintf("%s %s %s", shown(cl.Value), how, shownList(want))
-	return ck
 }

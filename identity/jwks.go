@@ -10,15 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
 // JWKS caching. The config, prepare, run and cleanup stages are separate
@@ -76,6 +73,16 @@ func (f *keyCacheFile) key(kid string) *rsa.PublicKey {
 		}
 	}
 	return nil
+}
+
+// hasUsableKey reports whether any key of the set could verify a token.
+func (f *keyCacheFile) hasUsableKey() bool {
+	for _, k := range f.set.Keys {
+		if f.key(k.KeyID) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *keyCacheFile) parse() error {
@@ -191,6 +198,12 @@ func (v *GitLabVerifier) fetchKeys(ctx context.Context, now time.Time) (*keyCach
 	if err := f.parse(); err != nil {
 		return nil, fail(err)
 	}
+	if !f.hasUsableKey() {
+		// No token can verify against this set: GitLab's keys are
+		// missing, which no job can fix. Not cached, so the next job
+		// fetches again.
+		return nil, fail(fmt.Errorf("key set has no usable signing key (RS256, RSA of at least %d bits) among %d keys", minRSABits, len(f.set.Keys)))
+	}
 	v.logger().Debug("fetched GitLab signing keys", "url", f.URL, "keys", len(f.set.Keys), "max_age", f.MaxAge)
 	return f, nil
 }
@@ -198,7 +211,11 @@ func (v *GitLabVerifier) fetchKeys(ctx context.Context, now time.Time) (*keyCach
 // cacheMaxAge reads max-age from a Cache-Control header: default 1h, capped
 // at 24h; no-store/no-cache mean 0 (fetch every time).
 func cacheMaxAge(h string) time.Duration {
-	age := defaultKeysMaxAge
+	return maxAge(h, defaultKeysMaxAge, maxKeysMaxAge)
+}
+
+func maxAge(h string, def, limit time.Duration) time.Duration {
+	age := def
 	for _, d := range strings.Split(h, ",") {
 		d = strings.ToLower(strings.TrimSpace(d))
 		switch {
@@ -209,8 +226,8 @@ func cacheMaxAge(h string) time.Duration {
 			if err != nil || n < 0 {
 				continue
 			}
-			if n > int64(maxKeysMaxAge/time.Second) {
-				n = int64(maxKeysMaxAge / time.Second)
+			if n > int64(limit/time.Second) {
+				n = int64(limit / time.Second)
 			}
 			age = time.Duration(n) * time.Second
 		}
@@ -225,60 +242,33 @@ func (v *GitLabVerifier) cachePath() string {
 	return filepath.Join(v.CacheDir, "gitlab-jwks-"+hex.EncodeToString(sum[:8])+".json")
 }
 
+func (v *GitLabVerifier) cache() *PrivateCache {
+	return &PrivateCache{Dir: v.CacheDir, What: "GitLab key cache", Logger: v.logger()}
+}
+
 // readCache returns the disk copy, or nil when there is none or it cannot
-// be trusted. Anyone who can write the cache can plant a key, so a file or
-// directory writable by group or others is ignored (and never written).
+// be trusted (see PrivateCache).
 func (v *GitLabVerifier) readCache() *keyCacheFile {
-	if v.CacheDir == "" || !v.cacheDirSafe() {
-		return nil
-	}
-	path := v.cachePath()
-	fh, err := os.Open(path)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			v.logger().Warn("cannot read the GitLab key cache", "path", path, "error", err)
-		}
-		return nil
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o022 != 0 || !ownedByMe(st) {
-		v.logger().Warn("ignoring the GitLab key cache: not a regular file private to this user", "path", path)
-		return nil
-	}
-	data, err := io.ReadAll(io.LimitReader(fh, 2*maxJWKSBytes))
-	if err != nil {
+	data := v.cache().Read(filepath.Base(v.cachePath()), 2*maxJWKSBytes)
+	if data == nil {
 		return nil
 	}
 	var f keyCacheFile
 	if err := json.Unmarshal(data, &f); err != nil || f.Version != cacheVersion || f.URL != v.keysURL() || f.parse() != nil {
-		v.logger().Warn("ignoring an unreadable GitLab key cache", "path", path)
+		v.logger().Warn("ignoring an unreadable GitLab key cache", "path", v.cachePath())
 		return nil
 	}
 	return &f
 }
 
-func (v *GitLabVerifier) cacheDirSafe() bool {
-	st, err := os.Stat(v.CacheDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return true // store creates it 0700
-	}
-	if err != nil || !st.IsDir() || st.Mode().Perm()&0o022 != 0 || !ownedByMe(st) {
-		v.logger().Warn("ignoring the GitLab key cache directory: not a directory of this user, or writable by group or others", "dir", v.CacheDir)
-		return false
-	}
-	return true
-}
-
 // store writes the cache atomically (temp file, fsync, rename). Failures
 // are logged, not returned: the cache is an optimisation.
 func (v *GitLabVerifier) store(f *keyCacheFile) {
-	if v.CacheDir == "" || !v.cacheDirSafe() {
+	data, err := json.Marshal(f)
+	if err != nil {
 		return
 	}
-	if err := writeFileAtomic(v.CacheDir, v.cachePath(), f); err != nil {
-		v.logger().Warn("cannot write the GitLab key cache", "dir", v.CacheDir, "error", err)
-	}
+	v.cache().Write(filepath.Base(v.cachePath()), data)
 }
 
 func writeFileAtomic(dir, path string, f *keyCacheFile) error {
@@ -286,8 +276,5 @@ func writeFileAtomic(dir, path string, f *keyCacheFile) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, data)
+	return writePrivate(dir, path, data)
 }

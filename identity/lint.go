@@ -21,24 +21,15 @@ type LintFinding struct {
 	Message string
 }
 
-// payloadClaimSince are claims the job payload carries only from a runner
-// version on (RUNNER.md): under older runners they are absent unless a
-// verified ID token supplies them.
-var payloadClaimSince = map[string]string{
-	"project_path":      "18.5",
-	"namespace_id":      "18.5",
-	"root_namespace_id": "18.5",
-	"pipeline_id":       "18.5",
-	"user_id":           "18.5",
-	"ref_protected":     "18.3",
-}
-
 // protectedClaims mark a rule as reserved for protected refs or
 // environments when bound to exactly ["true"].
 var protectedClaims = []string{"ref_protected", "environment_protected"}
 
 // Lint reports the policy's probable mistakes, in rule order. It never
 // fails: an invalid policy (see Validate) is linted as far as it can be.
+// Rules that bind claims only newer runners' payloads carry are reported
+// by the executor (executor.NewerRunnerClaimFindings), which knows the
+// operator's predefined-variable opt-in and also warns at the config stage.
 func (p *Policy) Lint() []LintFinding {
 	var out []LintFinding
 	for i := range p.Rules {
@@ -68,13 +59,6 @@ func (p *Policy) Lint() []LintFinding {
 						msg += " (ref_protected alone then decides, so any protected ref of any project qualifies)"
 					}
 					add(key, "%s", msg)
-				}
-			}
-			if since, old := payloadClaimSince[name]; old && !r.RequireIDToken {
-				if name == "ref_protected" {
-					add(key, "%s comes from git_info.protected only with GitLab Runner %s+; older runners pass only GitLab's CI_COMMIT_REF_PROTECTED variable: set require_id_token = true to rely on the signed claim", name, since)
-				} else {
-					add(key, "%s is in the job payload only with GitLab Runner %s+; under older runners it is absent without a verified ID token, so this rule never matches their jobs: set require_id_token = true (jobs declare id_tokens) or run Runner %s+", name, since, since)
 				}
 			}
 		}

@@ -347,14 +347,32 @@ func shownList(vs []string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
+// RunnerFacts are what the executor knows of the GitLab Runner that drives
+// it, for explaining claims its payload cannot carry. The zero value means
+// nothing is known.
+type RunnerFacts struct {
+	// Version is the runner's version ("17.9.3"), "" when unknown.
+	Version string
+	// Passes reports whether this runner passes the payload field behind
+	// a claim (the field's key is in JOB_RESPONSE_FILE, whatever its
+	// value); nil when not known.
+	Passes func(claim string) bool
+}
+
 // Evaluate tries the rules in order and returns the first that matches c.
 // When none does it returns a *DenialError; callers check its OnNoMatch.
 // Any other error means the policy is invalid (Validate catches it first).
 func (p *Policy) Evaluate(c Claims) (Decision, error) {
+	return p.EvaluateOn(c, RunnerFacts{})
+}
+
+// EvaluateOn is Evaluate with what is known of the runner, so a denial on
+// a claim older runners do not pass says so and how to fix the rule.
+func (p *Policy) EvaluateOn(c Claims, runner RunnerFacts) (Decision, error) {
 	var results []RuleResult
 	for i := range p.Rules {
 		r := &p.Rules[i]
-		res, err := r.evaluate(c)
+		res, err := r.evaluate(c, runner)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -370,53 +388,134 @@ func (p *Policy) Evaluate(c Claims) (Decision, error) {
 	return Decision{}, &DenialError{Results: results, OnNoMatch: onNoMatch}
 }
 
-func (r *Rule) evaluate(c Claims) (RuleResult, error) {
+func (r *Rule) evaluate(c Claims, runner RunnerFacts) (RuleResult, error) {
 	res := RuleResult{Rule: r.Name}
 	if r.RequireIDToken && !c.hasVerified() {
 		res.Reason = "the job has no verified ID token but the rule requires one"
 		return res, nil
 	}
+	var checked []string
+	after := func() string {
+		if len(checked) == 0 {
+			return ""
+		}
+		return "; " + strings.Join(checked, ", ") + " matched"
+	}
 	for _, name := range sortedKeys(r.BoundClaims) {
-		want := r.BoundClaims[name]
-		cl, ok := c[name]
-		res.Claim = name
-		switch {
-		case !ok:
-			res.Reason = name + " is absent"
-			return res, nil
-		case r.RequireIDToken && !cl.Verified:
-			res.Reason = fmt.Sprintf("%s comes from the %s but the rule requires a verified ID token", name, sourceName(cl.Source))
-			return res, nil
-		}
-		matched, err := matchAny(name, want, cl.Value)
+		ck, err := r.CheckClaim(name, c, runner)
 		if err != nil {
-			return res, fmt.Errorf("policy rule %q: bound claim %s: %w", r.Name, name, err)
+			return res, err
 		}
-		if !matched {
-			res.Reason = fmt.Sprintf("%s is %s, rule wants one of %s", name, shown(cl.Value), shownList(want))
-			res.brief = fmt.Sprintf("%s is %s (wants %s)", name, shown(cl.Value), shownList(want))
+		res.Claim = name
+		if !ck.Pass {
+			res.Reason, res.brief = ck.Why, ck.brief
+			if ck.Present && r.RequireIDToken && !ck.Verified {
+				return res, nil // the source alone decides; nothing else is relevant
+			}
+			res.Reason += after()
 			return res, nil
 		}
+		checked = append(checked, name+" ("+sourceName(ck.Source)+")")
 	}
 	res.Claim = ""
 	res.Matched = true
 	if len(r.BoundClaims) == 0 {
 		res.Reason = "matched (the rule has no bound claims)"
 	} else {
-		res.Reason = "matched"
+		res.Reason = "matched: " + strings.Join(checked, ", ")
 	}
 	return res, nil
 }
 
-func sourceName(s string) string {
-	switch s {
-	case SourceJobPayload:
-		return "job payload"
-	case "":
-		return "unknown source"
-	default:
-		return s
+// ClaimCheck is one bound claim of a rule checked against a job's claims.
+// Evaluate stops at a rule's first failing check; `policy explain` shows
+// them all. Both come from CheckClaim, so they cannot disagree.
+type ClaimCheck struct {
+	Claim string
+	Want  []string
+	// Present is false when the job has no such claim (unknown, never a
+	// match).
+	Present bool
+	// Value, Source and Verified are the job's claim.
+	Value, Source string
+	Verified      bool
+	Pass          bool
+	// Why is the reason over claim values only: on a failure exactly the
+	// job log's words for it.
+	Why string
+
+	// brief is Why in the one-line denial form ("" when the same).
+	brief string
+}
+
+// CheckClaim checks the bound claim name of r against c. A missing claim
+// fails (with what the runner facts say of it); under require_id_token a
+// claim that is not from a verified ID token fails whatever its value. The
+// error is for an invalid glob (Validate catches it first).
+func (r *Rule) CheckClaim(name string, c Claims, runner RunnerFacts) (ClaimCheck, error) {
+	want := r.BoundClaims[name]
+	cl, ok := c[name]
+	ck := ClaimCheck{Claim: name, Want: want, Present: ok, Value: cl.Value, Source: cl.Source, Verified: cl.Verified}
+	switch {
+	case !ok && r.RequireIDToken:
+		// Only a verified ID token could supply it: the payload's shape
+		// and the fixes for payload rules do not apply.
+		ck.Why = name + " is absent"
+		return ck, nil
+	case !ok:
+		ck.Why, ck.brief = absentReason(name, c, runner)
+		return ck, nil
+	case r.RequireIDToken && !cl.Verified:
+		ck.Why = fmt.Sprintf("%s has source %s but the rule requires a verified ID token", name, sourceName(cl.Source))
+		return ck, nil
 	}
+	pat, matched, err := matchWhich(name, want, cl.Value)
+	if err != nil {
+		return ck, fmt.Errorf("policy rule %q: bound claim %s: %w", r.Name, name, err)
+	}
+	if matched {
+		ck.Pass = true
+		ck.Why = fmt.Sprintf("%s is %s (source: %s), matches %s", name, shown(cl.Value), sourceName(cl.Source), shown(pat))
+		return ck, nil
+	}
+	ck.Why = fmt.Sprintf("%s is %s (source: %s), rule wants one of %s", name, shown(cl.Value), sourceName(cl.Source), shownList(want))
+	ck.brief = fmt.Sprintf("%s is %s (%s; wants %s)", name, shown(cl.Value), sourceName(cl.Source), shownList(want))
+	return ck, nil
+}
+
+// absentReason explains an absent claim: for one that only newer runners'
+// payloads carry, when the job has no verified ID token either, which
+// runner would carry it and the two ways to fix the rule. It returns the
+// job-log line and the short form for Error.
+func absentReason(name string, c Claims, runner RunnerFacts) (reason, brief string) {
+	since := payloadSince[name]
+	if since == "" || c.hasVerified() {
+		return name + " is absent", name + " is absent"
+	}
+	this := "this GitLab Runner"
+	if runner.Version != "" {
+		this = "GitLab Runner " + runner.Version
+	}
+	var why string
+	switch {
+	case runner.Passes != nil && runner.Passes(name):
+		why = fmt.Sprintf("%s passes it in the job payload but GitLab sent none", this)
+	case runner.Passes != nil || runner.Version != "":
+		why = fmt.Sprintf("%s does not pass it in the job payload (GitLab Runner %s and later do)", this, since)
+	default:
+		why = fmt.Sprintf("the job payload does not carry it (GitLab Runner %s and later pass it)", since)
+	}
+	reason = fmt.Sprintf("%s is absent: %s and the job has no verified ID token; fix: bind project_id instead, or have the job declare an ID token named in gitlab.id_token_variables", name, why)
+	brief = fmt.Sprintf("%s is absent (payload of GitLab Runner %s+ or a verified ID token needed)", name, since)
+	return reason, brief
+}
+
+// sourceName is how job-log lines name a claim's source: its tag.
+func sourceName(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 func (c Claims) hasVerified() bool {
@@ -428,24 +527,26 @@ func (c Claims) hasVerified() bool {
 	return false
 }
 
-func matchAny(name string, patterns []string, value string) (bool, error) {
+// matchWhich returns the first of patterns that value matches: id claims
+// exactly, others as doublestar globs.
+func matchWhich(name string, patterns []string, value string) (string, bool, error) {
 	for _, pat := range patterns {
 		if pat == "" {
 			continue
 		}
 		if isIDClaim(name) {
 			if pat == value {
-				return true, nil
+				return pat, true, nil
 			}
 			continue
 		}
 		ok, err := doublestar.Match(pat, value)
 		if err != nil {
-			return false, fmt.Errorf("value %q is not a valid glob: %w", pat, err)
+			return "", false, fmt.Errorf("value %q is not a valid glob: %w", pat, err)
 		}
 		if ok {
-			return true, nil
+			return pat, true, nil
 		}
 	}
-	return false, nil
+	return "", false, nil
 }

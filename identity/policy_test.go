@@ -155,7 +155,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 func payload(kv ...string) Claims {
 	c := Claims{}
 	for i := 0; i < len(kv); i += 2 {
-		c[kv[i]] = Claim{Value: kv[i+1], Source: SourceJobPayload}
+		c[kv[i]] = Claim{Value: kv[i+1], Source: SourcePayload}
 	}
 	return c
 }
@@ -229,7 +229,7 @@ func TestEvaluateRequireIDToken(t *testing.T) {
 		t.Fatalf("partly verified: err = %v, want a denial", err)
 	}
 	r := de.Results[0]
-	if want := "ref_protected comes from the job payload but the rule requires a verified ID token"; r.Reason != want || r.Claim != "ref_protected" {
+	if want := "ref_protected has source payload but the rule requires a verified ID token"; r.Reason != want || r.Claim != "ref_protected" {
 		t.Errorf("result = %+v, want claim ref_protected and reason %q", r, want)
 	}
 
@@ -263,9 +263,9 @@ func TestEvaluateFirstMatchWins(t *testing.T) {
 		t.Fatalf("decision %+v, err %v; want build", d, err)
 	}
 	want := []RuleResult{
-		{Rule: "deploy", Claim: "ref_protected", Reason: `ref_protected is "false", rule wants one of ["true"]`,
-			brief: `ref_protected is "false" (wants ["true"])`},
-		{Rule: "build", Matched: true, Reason: "matched"},
+		{Rule: "deploy", Claim: "ref_protected", Reason: `ref_protected is "false" (source: payload), rule wants one of ["true"]`,
+			brief: `ref_protected is "false" (payload; wants ["true"])`},
+		{Rule: "build", Matched: true, Reason: "matched: project_path (payload)"},
 	}
 	if !reflect.DeepEqual(d.Explanation, want) {
 		t.Errorf("explanation %+v, want %+v", d.Explanation, want)
@@ -290,15 +290,15 @@ func TestDenialError(t *testing.T) {
 	if de.OnNoMatch != OnNoMatchFail {
 		t.Errorf("OnNoMatch = %q, want the default %q", de.OnNoMatch, OnNoMatchFail)
 	}
-	wantErr := `no policy rule matched: "deploy": ref_protected is "false" (wants ["true"]); ` +
-		`"build": project_path is "g/x" (wants ["g/app"]); "env": environment is absent`
+	wantErr := `no policy rule matched: "deploy": ref_protected is "false" (payload; wants ["true"]); ` +
+		`"build": project_path is "g/x" (payload; wants ["g/app"]); "env": environment is absent`
 	if err.Error() != wantErr {
 		t.Errorf("Error():\n got  %s\n want %s", err, wantErr)
 	}
 	wantLines := []string{
 		"no policy rule matched this job:",
-		`  rule "deploy": ref_protected is "false", rule wants one of ["true"]`,
-		`  rule "build": project_path is "g/x", rule wants one of ["g/app"]`,
+		`  rule "deploy": ref_protected is "false" (source: payload), rule wants one of ["true"]`,
+		`  rule "build": project_path is "g/x" (source: payload), rule wants one of ["g/app"]`,
 		`  rule "env": environment is absent`,
 	}
 	if got := de.Lines(); !reflect.DeepEqual(got, wantLines) {

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // Finding is a lint warning, located in the settings file.
@@ -117,7 +119,9 @@ func problems(err error) []string {
 func Lint(s *executor.Settings, src []byte) []Finding {
 	lines := locateKeys(src)
 	var out []Finding
-	for _, f := range s.Policy.Lint() {
+	findings := append(s.Policy.Lint(), executor.NewerRunnerClaimFindings(s)...)
+	slices.SortStableFunc(findings, func(a, b identity.LintFinding) int { return a.Index - b.Index })
+	for _, f := range findings {
 		path := fmt.Sprintf("policy.rules[%d]", f.Index)
 		if f.Key != "" {
 			path += "." + f.Key

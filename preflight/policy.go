@@ -14,17 +14,29 @@ import (
 )
 
 // JobClaims builds the claims prepare would evaluate the policy over: the
-// payload's GitLab-set fields (executor.PayloadClaims) and, when given, the
+// payload's GitLab-set fields (executor.PayloadClaims), when given the
 // claims of a GitLab ID token, merged as verified exactly as prepare merges
-// a token it has verified. idTokenClaims may be nil.
-func JobClaims(p *executor.Payload, idTokenClaims map[string]any) (identity.Claims, error) {
+// a token it has verified, then the predefined variables the settings opt
+// in to (executor.AddPredefinedClaims). idTokenClaims may be nil.
+func JobClaims(s *executor.Settings, p *executor.Payload, idTokenClaims map[string]any) (identity.Claims, error) {
 	c := executor.PayloadClaims(p)
 	if idTokenClaims != nil {
 		if err := c.Merge(idTokenClaims); err != nil {
 			return nil, fmt.Errorf("merging the ID-token claims: %w", err)
 		}
 	}
+	executor.AddPredefinedClaims(s, p, c)
 	return c, nil
+}
+
+// ExplainJob evaluates the settings' policy over a job as prepare does
+// (JobClaims, what the payload says of its runner) and explains it.
+func ExplainJob(s *executor.Settings, p *executor.Payload, idTokenClaims map[string]any) (identity.Explanation, error) {
+	c, err := JobClaims(s, p, idTokenClaims)
+	if err != nil {
+		return identity.Explanation{}, err
+	}
+	return s.Policy.Explain(c, p.RunnerFacts())
 }
 
 // ReadClaimsFile reads a JSON object of ID-token claims (the decoded
@@ -120,7 +132,7 @@ func PrintExplanation(w io.Writer, s *executor.Settings, ex identity.Explanation
 			if ck.Pass {
 				mark = "pass"
 			}
-			fmt.Fprintf(w, "       %s  %s: %s\n", mark, ck.Claim, ck.Why)
+			fmt.Fprintf(w, "       %s  %s\n", mark, ck.Why) // Why names the claim
 		}
 	}
 	if ex.Decision != nil {

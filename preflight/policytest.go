@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -138,11 +139,11 @@ func RunPolicyTests(s *executor.Settings, path string) ([]CaseResult, error) {
 	}
 	var out []CaseResult
 	for _, c := range f.Cases {
-		claims, err := caseClaims(c, filepath.Dir(path))
+		p, idClaims, err := caseJob(c, filepath.Dir(path))
 		if err != nil {
 			return nil, fmt.Errorf("%s: case %q: %w", path, c.Name, err)
 		}
-		ex, err := s.Policy.Explain(claims)
+		ex, err := ExplainJob(s, p, idClaims)
 		if err != nil {
 			return nil, fmt.Errorf("%s: case %q: %w", path, c.Name, err)
 		}
@@ -151,25 +152,24 @@ func RunPolicyTests(s *executor.Settings, path string) ([]CaseResult, error) {
 	return out, nil
 }
 
-func caseClaims(c TestCase, dir string) (identity.Claims, error) {
-	p := &executor.Payload{ID: defaultTestJobID}
-	if c.Payload != "" {
+// caseJob is the case's job: its payload file, or a payload holding the
+// [case.job] fields that are set (so an unset field is one the runner did
+// not pass), and its ID-token claims.
+func caseJob(c TestCase, dir string) (*executor.Payload, map[string]any, error) {
+	var p *executor.Payload
+	var err error
+	switch {
+	case c.Payload != "":
 		file := c.Payload
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(dir, file)
 		}
-		var err error
-		if p, err = executor.LoadPayload(file); err != nil {
-			return nil, err
-		}
+		p, err = executor.LoadPayload(file)
+	default:
+		p, err = inlinePayload(c.Job)
 	}
-	if j := c.Job; j != nil {
-		if j.JobID != 0 {
-			p.ID = j.JobID
-		}
-		p.JobInfo = executor.PayloadJobInfo{ProjectID: j.ProjectID, NamespaceID: j.NamespaceID, RootNamespaceID: j.RootNamespaceID,
-			PipelineID: j.PipelineID, UserID: j.UserID, ProjectFullPath: j.ProjectPath}
-		p.GitInfo = executor.PayloadGitInfo{Ref: j.Ref, RefType: j.RefType, Sha: j.SHA, Protected: j.RefProtected}
+	if err != nil {
+		return nil, nil, err
 	}
 	idClaims := c.IDToken
 	if idClaims != nil {
@@ -180,7 +180,42 @@ func caseClaims(c TestCase, dir string) (identity.Claims, error) {
 			idClaims["job_id"] = p.ID
 		}
 	}
-	return JobClaims(p, idClaims)
+	return p, idClaims, nil
+}
+
+// inlinePayload writes the set fields of j as a JOB_RESPONSE_FILE would
+// carry them and parses that like prepare does.
+func inlinePayload(j *TestJob) (*executor.Payload, error) {
+	if j == nil {
+		j = &TestJob{}
+	}
+	jobInfo, gitInfo := map[string]any{}, map[string]any{}
+	for k, v := range map[string]int64{"project_id": j.ProjectID, "namespace_id": j.NamespaceID,
+		"root_namespace_id": j.RootNamespaceID, "pipeline_id": j.PipelineID, "user_id": j.UserID} {
+		if v != 0 {
+			jobInfo[k] = v
+		}
+	}
+	if j.ProjectPath != "" {
+		jobInfo["project_full_path"] = j.ProjectPath
+	}
+	for k, v := range map[string]string{"ref": j.Ref, "ref_type": j.RefType, "sha": j.SHA} {
+		if v != "" {
+			gitInfo[k] = v
+		}
+	}
+	if j.RefProtected != nil {
+		gitInfo["protected"] = *j.RefProtected
+	}
+	id := j.JobID
+	if id == 0 {
+		id = defaultTestJobID
+	}
+	b, err := json.Marshal(map[string]any{"id": id, "job_info": jobInfo, "git_info": gitInfo})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the case's job: %w", err)
+	}
+	return executor.ParsePayload(b, "[case.job]")
 }
 
 func judge(s *executor.Settings, c TestCase, ex identity.Explanation) CaseResult {

@@ -26,10 +26,19 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
 	httpClient := executor.NewHTTPClient(s)
-	client, err := okta.New(okta.Config{
-		ClientID: s.Identity.ClientID, Key: key, KeyID: s.Identity.KeyID,
-		HTTPClient: httpClient, Logger: log.Named("okta"),
-	})
+	// One resolver for every client, so the stage's apps share one
+	// metadata fetch (and the disk cache shares it across stages).
+	var endpoints okta.EndpointResolver = okta.OktaLayout{}
+	if s.Identity.UsesDiscovery() {
+		endpoints = &okta.Discovery{HTTPClient: httpClient, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
+	}
+	newClient := func(clientID string, key crypto.Signer, keyID, name string) (*okta.Client, error) {
+		return okta.New(okta.Config{
+			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named(name),
+			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience,
+		})
+	}
+	client, err := newClient(s.Identity.ClientID, key, s.Identity.KeyID, "okta")
 	if err != nil {
 		return nil, nil, fmt.Errorf("configuring the Okta client: %w", err)
 	}
@@ -39,9 +48,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		if err != nil {
 			return nil, nil, fmt.Errorf("loading okta.dpop.private_key_file: %w", err)
 		}
-		if dpopProvider, err = okta.New(okta.Config{
-			ClientID: dp.ClientID, Key: dkey, KeyID: dp.KeyID, HTTPClient: httpClient, Logger: log.Named("okta-dpop"),
-		}); err != nil {
+		if dpopProvider, err = newClient(dp.ClientID, dkey, dp.KeyID, "okta-dpop"); err != nil {
 			return nil, nil, fmt.Errorf("configuring the Okta client of the dpop app: %w", err)
 		}
 	}
@@ -64,7 +71,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		}
 		m.Apps = apps
 		m.AppProvider = func(clientID string, key crypto.Signer, keyID string) (identity.Provider, error) {
-			return okta.New(okta.Config{ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named("okta-app")})
+			return newClient(clientID, key, keyID, "okta-app")
 		}
 	}
 	if s.GitLab.URL != "" {

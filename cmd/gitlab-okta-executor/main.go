@@ -147,7 +147,10 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	if cmd == "run" && fs.NArg() != 2 {
 		return fmt.Errorf("run needs <script> <sub-stage>, got %d arguments", fs.NArg())
 	}
-	rt, err := docker.New(logger.Named("docker"))
+	d := &settings.Docker
+	rt, err := docker.Connect(logger.Named("docker"), docker.Endpoint{
+		Host: d.Host, CAFile: d.TLSCAFile, CertFile: d.TLSCertFile, KeyFile: d.TLSKeyFile,
+	})
 	if err != nil {
 		return err
 	}
@@ -178,8 +181,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return stages.Cleanup(ctx)
 	default:
 		rep, err := stages.Reap(ctx, executor.ReapOptions{MaxJobs: maxJobs})
-		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked, %d apps deleted; %d jobs busy\n",
-			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Apps, rep.Skipped)
+		fmt.Fprintf(stdout, "reaped %d jobs: %d containers, %d networks, %d tokens revoked, %d apps deleted, %d stale lock files; %d jobs busy\n",
+			rep.Jobs, rep.Containers, rep.Networks, rep.Tokens, rep.Apps, rep.Locks, rep.Skipped)
 		return err
 	}
 }

@@ -95,7 +95,11 @@ func TestPolicyTestRejectsBadFixtures(t *testing.T) {
 
 func TestPolicyExplainGolden(t *testing.T) {
 	settings := "../../configs/policy-tests/readme-policy.settings.toml"
-	runGolden(t, "policy/explain-denied.golden", []string{"policy", "explain", "--settings", settings, "--payload", "testdata/policy/job-42.json"}, "")
+	runGolden(t, "policy/explain-denied.golden", []string{"policy", "explain", "--settings", settings, "--payload", "testdata/policy/job-7.json"}, "")
+	// A payload rule on claims Runner 17.9.3's payload lacks: every check
+	// and the denial say so in the job log's words.
+	runGolden(t, "policy/explain-newer-claims.golden", []string{"policy", "explain", "--settings", "testdata/check/lint-old-runner.toml", "--payload", "testdata/policy/job-7.json"}, "")
+	runGolden(t, "policy/explain-read.golden", []string{"policy", "explain", "--settings", settings, "--payload", "testdata/policy/job-42.json"}, "")
 	runGolden(t, "policy/explain-deploy.golden", []string{"policy", "explain", "--settings", settings,
 		"--payload", "testdata/policy/job-42.json", "--id-token-claims", "testdata/policy/claims-production.json"}, "")
 }

@@ -119,11 +119,7 @@ func runExplain(stdout io.Writer, settingsPath, payloadPath, claimsPath string) 
 			return err
 		}
 	}
-	claims, err := preflight.JobClaims(p, idClaims)
-	if err != nil {
-		return err
-	}
-	ex, err := s.Policy.Explain(claims)
+	ex, err := preflight.ExplainJob(s, p, idClaims)
 	if err != nil {
 		return err
 	}

@@ -232,7 +232,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, nameOrID string) error {
 		r.logger.Debug("container already gone", "container", nameOrID)
 		return nil
 	case err != nil:
-		return fmt.Errorf("removing container %s: %w", nameOrID, err)
+		return notFound("removing container "+nameOrID, err)
 	}
 	r.logger.Info("removed container", "container", nameOrID, "duration", since(start))
 	return nil
@@ -243,7 +243,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, nameOrID string) error {
 func (r *Runtime) ListContainers(ctx context.Context, labels map[string]string) ([]executor.ContainerInfo, error) {
 	list, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: labelFilters(labels)})
 	if err != nil {
-		return nil, fmt.Errorf("listing containers with labels %v: %w", labels, err)
+		return nil, notFound(fmt.Sprintf("listing containers with labels %v", labels), err)
 	}
 	// The listing carries all the reaper and cleanup need (labels,
 	// creation time to the second, state, addresses): no inspect per

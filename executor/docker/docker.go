@@ -31,16 +31,43 @@ type Runtime struct {
 	logger hclog.Logger
 }
 
+// Endpoint names the daemon: Host as unix:///path or tcp://host:port and,
+// for tcp, the TLS client certificate and key with an optional CA (system
+// roots without one). The zero Endpoint means the environment's daemon.
+type Endpoint struct {
+	Host                      string
+	CAFile, CertFile, KeyFile string
+}
+
 // New returns a Runtime talking to the daemon named by the environment
 // (DOCKER_HOST, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY; the local socket by
 // default), negotiating the API version with it. It does not contact the
 // daemon. A nil logger discards logs.
-func New(logger hclog.Logger) (*Runtime, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+func New(logger hclog.Logger) (*Runtime, error) { return Connect(logger, Endpoint{}) }
+
+// Connect returns a Runtime talking to the daemon at ep; with no ep.Host
+// it is New. The environment does not override a named host. It does not
+// contact the daemon.
+func Connect(logger hclog.Logger, ep Endpoint) (*Runtime, error) {
+	opts := []client.Opt{client.FromEnv}
+	if ep.Host != "" {
+		opts = []client.Opt{client.WithHost(ep.Host)}
+		if ep.CertFile != "" || ep.KeyFile != "" || ep.CAFile != "" {
+			opts = append(opts, client.WithTLSClientConfig(ep.CAFile, ep.CertFile, ep.KeyFile))
+		}
+	}
+	cli, err := client.NewClientWithOpts(append(opts, client.WithAPIVersionNegotiation())...)
 	if err != nil {
-		return nil, fmt.Errorf("creating docker client: %w", err)
+		return nil, fmt.Errorf("creating docker client for %s: %w", orLocal(ep.Host), err)
 	}
 	return newRuntime(cli, logger), nil
+}
+
+func orLocal(host string) string {
+	if host == "" {
+		return "the environment's daemon"
+	}
+	return host
 }
 
 func newRuntime(cli *client.Client, logger hclog.Logger) *Runtime {
@@ -72,10 +99,14 @@ func (r *Runtime) Close() error {
 
 // notFound wraps a Docker error as "doing thing: not found: docker's
 // message" when it is a not-found error, so errors.Is(err,
-// executor.ErrNotFound) holds; otherwise as "doing thing: docker's message".
+// executor.ErrNotFound) holds; as an *executor.EngineUnreachableError when
+// the daemon did not answer; otherwise as "doing thing: docker's message".
 func notFound(doing string, err error) error {
-	if cerrdefs.IsNotFound(err) {
+	switch {
+	case cerrdefs.IsNotFound(err):
 		return fmt.Errorf("%s: %w: %w", doing, executor.ErrNotFound, err)
+	case client.IsErrConnectionFailed(err):
+		return fmt.Errorf("%s: %w", doing, &executor.EngineUnreachableError{Err: err})
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -92,6 +93,16 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, spec executor.Ex
 		log.Info("exec abandoned", "reason", ctx.Err(), "duration", since(start))
 		return -1, ctx.Err()
 	case err := <-copied:
+		if err != nil && spec.Stdin != nil && errors.Is(err, syscall.ECONNRESET) {
+			// The process exited without reading all of its stdin (a
+			// script that exits early): the daemon closes the
+			// connection with our unread stdin still queued on it, and
+			// the kernel reports that as a reset once the output queued
+			// before it has been read. The output is complete; the
+			// exec's own state below says how it ended.
+			log.Debug("exec connection reset after its output; stdin was not all read", "error", err)
+			err = nil
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return -1, ctx.Err()

@@ -54,7 +54,7 @@ func (r *Runtime) RemoveNetwork(ctx context.Context, nameOrID string) error {
 		r.logger.Debug("network already gone", "network", nameOrID)
 		return nil
 	case err != nil:
-		return fmt.Errorf("removing network %s: %w", nameOrID, err)
+		return notFound("removing network "+nameOrID, err)
 	}
 	r.logger.Info("removed network", "network", nameOrID)
 	return nil
@@ -64,7 +64,7 @@ func (r *Runtime) RemoveNetwork(ctx context.Context, nameOrID string) error {
 func (r *Runtime) ListNetworks(ctx context.Context, labels map[string]string) ([]executor.NetworkInfo, error) {
 	list, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: labelFilters(labels)})
 	if err != nil {
-		return nil, fmt.Errorf("listing networks with labels %v: %w", labels, err)
+		return nil, notFound(fmt.Sprintf("listing networks with labels %v", labels), err)
 	}
 	out := make([]executor.NetworkInfo, 0, len(list))
 	for _, n := range list {

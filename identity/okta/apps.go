@@ -22,6 +22,10 @@ import (
 	"sync"
 	"time"
 
+	// The SDK's signer type is go-jose v3's (it depends on v3.0.0; go.mod
+	// raises it to a fixed release).
+	josev3 "github.com/go-jose/go-jose/v3"
+	"github.com/go-jose/go-jose/v3/cryptosigner"
 	"github.com/hashicorp/go-hclog"
 	oktasdk "github.com/okta/okta-sdk-golang/v2/okta"
 	"github.com/okta/okta-sdk-golang/v2/okta/query"
@@ -91,10 +95,9 @@ type AppManagerConfig struct {
 	OrgURL string
 	// ClientID is the runner's own management service app.
 	ClientID string
-	// Key is the management app's private key. It must be an exportable
-	// *rsa.PrivateKey: the SDK authenticates only with a PKCS#1 RSA PEM,
-	// so the key is converted; EC keys and opaque (KMS/HSM) signers are
-	// refused.
+	// Key is the management app's private key: RSA (2048 bits or more)
+	// or EC P-256, in memory or an opaque (KMS/HSM) crypto.Signer. The
+	// SDK signs its client assertion through it; it is never exported.
 	Key crypto.Signer
 	// KeyID is the kid of Key's public JWK registered with the management
 	// app.
@@ -240,7 +243,7 @@ func NewAppManager(ctx context.Context, cfg AppManagerConfig) (*AppManager, erro
 	if err != nil {
 		errs = append(errs, err)
 	}
-	keyPEM, err := pkcs1PEM(cfg.Key)
+	signer, err := managementSigner(cfg.Key, cfg.KeyID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("management key: %w", err))
 	}
@@ -285,8 +288,9 @@ func NewAppManager(ctx context.Context, cfg AppManagerConfig) (*AppManager, erro
 		oktasdk.WithAuthorizationMode("PrivateKey"),
 		oktasdk.WithClientId(cfg.ClientID),
 		oktasdk.WithScopes(scopes),
-		oktasdk.WithPrivateKey(string(keyPEM)),
-		oktasdk.WithPrivateKeyId(cfg.KeyID),
+		// The SDK signs its client assertion with this signer: any
+		// key SigningAlgorithm accepts, never exported.
+		oktasdk.WithPrivateKeySigner(signer),
 		// The cache served a stale ACTIVE app after deactivation.
 		oktasdk.WithCache(false),
 		oktasdk.WithHttpClientPtr(&hc),
@@ -318,21 +322,22 @@ func normalizeOrgURL(raw string) (string, bool, error) {
 	return orgURL, u.Scheme == "http", nil
 }
 
-// pkcs1PEM converts the management key to the only form the SDK's own
-// authentication takes: an "RSA PRIVATE KEY" (PKCS#1) PEM block.
-func pkcs1PEM(key crypto.Signer) ([]byte, error) {
+// managementSigner makes the JWS signer the SDK signs its client
+// assertion with, from any key SigningAlgorithm accepts (RSA of 2048 bits
+// or more, EC P-256, in memory or behind a KMS or HSM crypto.Signer), with
+// the key's kid in the header as Okta requires.
+func managementSigner(key crypto.Signer, keyID string) (josev3.Signer, error) {
 	alg, err := SigningAlgorithm(key)
 	if err != nil {
 		return nil, err
 	}
-	if alg != "RS256" {
-		return nil, errors.New("okta-sdk-golang authenticates only with RSA keys; use an RSA management key (EC keys work for job tokens, not for the management API)")
+	signer, err := josev3.NewSigner(
+		josev3.SigningKey{Algorithm: josev3.SignatureAlgorithm(alg), Key: cryptosigner.Opaque(key)},
+		(&josev3.SignerOptions{}).WithType("JWT").WithHeader("kid", keyID))
+	if err != nil {
+		return nil, fmt.Errorf("creating the %s signer: %w", alg, err)
 	}
-	rk, ok := key.(*rsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("okta-sdk-golang needs the RSA private key itself as PEM; a %T signer cannot be exported", key)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)}), nil
+	return signer, nil
 }
 
 // CreateJobApp creates an active OIDC service app labelled name (which must

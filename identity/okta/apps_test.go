@@ -2,6 +2,7 @@ package okta_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -66,6 +67,13 @@ func (e *appEnv) recordedWaits() []time.Duration {
 // AppManager whose waits advance the fake clock instead of sleeping.
 func newAppEnv(t *testing.T, appLimit int, maxWait time.Duration) *appEnv {
 	t.Helper()
+	return newAppEnvWithKey(t, appLimit, maxWait, mgmtKey(), mgmtKey().Private.Key.(*rsa.PrivateKey))
+}
+
+// newAppEnvWithKey is newAppEnv with the management app's registered key
+// and the signer the AppManager is given.
+func newAppEnvWithKey(t *testing.T, appLimit int, maxWait time.Duration, registered *fakeokta.ClientKey, signer crypto.Signer) *appEnv {
+	t.Helper()
 	// The SDK signs its assertion with the real clock, so the fake clock
 	// starts at real time (mid-minute is not needed: windows are honoured).
 	e := &appEnv{clock: testclock.New(time.Now())}
@@ -75,7 +83,7 @@ func newAppEnv(t *testing.T, appLimit int, maxWait time.Duration) *appEnv {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	e.srv = srv
-	srv.AddClient(fakeokta.Client{ID: mgmtClientID, Keys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{mgmtKey().Public()}}})
+	srv.AddClient(fakeokta.Client{ID: mgmtClientID, Keys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{registered.Public()}}})
 	srv.GrantManagementScopes(mgmtClientID, okta.ScopeAppsManage, okta.ScopeAuthServersManage)
 	e.issuer = srv.AddAuthServer("jobs")
 	srv.AddScopes("jobs", jobScope, "deploy:write")
@@ -88,8 +96,8 @@ func newAppEnv(t *testing.T, appLimit int, maxWait time.Duration) *appEnv {
 	e.m, err = okta.NewAppManager(t.Context(), okta.AppManagerConfig{
 		OrgURL:           srv.URL(),
 		ClientID:         mgmtClientID,
-		Key:              mgmtKey().Private.Key.(*rsa.PrivateKey),
-		KeyID:            "kid-mgmt",
+		Key:              signer,
+		KeyID:            registered.Public().KeyID,
 		HTTPClient:       &http.Client{Timeout: 10 * time.Second},
 		Logger:           hclog.NewNullLogger(),
 		MaxRateLimitWait: maxWait,
@@ -390,16 +398,8 @@ func TestGrantScopesChecksPolicyRules(t *testing.T) {
 }
 
 func TestNewAppManagerKeys(t *testing.T) {
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := okta.AppManagerConfig{OrgURL: "https://example.okta.com", ClientID: "0oa1", Key: ec, KeyID: "k",
+	cfg := okta.AppManagerConfig{OrgURL: "https://example.okta.com", ClientID: "0oa1", Key: mgmtKey().Private.Key.(*rsa.PrivateKey), KeyID: "k",
 		HTTPClient: &http.Client{}, RunnerID: "r"}
-	if _, err := okta.NewAppManager(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "RSA") {
-		t.Fatalf("EC key = %v, want an error naming RSA", err)
-	}
-	cfg.Key = mgmtKey().Private.Key.(*rsa.PrivateKey)
 	cfg.OrgURL = "http://example.okta.com"
 	if _, err := okta.NewAppManager(t.Context(), cfg); err == nil {
 		t.Fatal("plain http org url accepted off loopback")
@@ -408,6 +408,54 @@ func TestNewAppManagerKeys(t *testing.T) {
 	if _, err := okta.NewAppManager(t.Context(), cfg); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Key = p384
+	if _, err := okta.NewAppManager(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "P-256") {
+		t.Fatalf("EC P-384 key = %v, want an error naming P-256", err)
+	}
+}
+
+// TestAppManagerWithECAndOpaqueManagementKeys: the management app may use
+// an EC P-256 key, or any key behind crypto.Signer (KMS, HSM): the fake
+// verifies the management assertion with the registered public key.
+func TestAppManagerWithECAndOpaqueManagementKeys(t *testing.T) {
+	ecKey, err := fakeokta.NewClientKey("kid-mgmt-ec", jose.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		registered *fakeokta.ClientKey
+		signer     crypto.Signer
+	}{
+		"EC P-256":          {ecKey, ecKey.Private.Key.(*ecdsa.PrivateKey)},
+		"opaque EC signer":  {ecKey, opaqueSigner{ecKey.Private.Key.(*ecdsa.PrivateKey)}},
+		"opaque RSA signer": {mgmtKey(), opaqueSigner{mgmtKey().Private.Key.(*rsa.PrivateKey)}},
+		"RSA private key":   {mgmtKey(), mgmtKey().Private.Key.(*rsa.PrivateKey)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newAppEnvWithKey(t, 0, 0, tc.registered, tc.signer)
+			app, err := e.m.CreateJobApp(t.Context(), "gitlab-job-6-77", nil)
+			if err != nil {
+				t.Fatalf("creating a job app with a %s management key: %v", name, err)
+			}
+			if err := e.m.DeleteJobApp(t.Context(), app.ID); err != nil {
+				t.Fatalf("deleting it: %v", err)
+			}
+		})
+	}
+	t.Run("wrong key", func(t *testing.T) {
+		other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newAppEnvWithKey(t, 0, 0, ecKey, other)
+		if _, err := e.m.CreateJobApp(t.Context(), "gitlab-job-6-78", nil); err == nil {
+			t.Fatal("a management assertion signed with an unregistered key was accepted")
+		}
+	})
 }
 
 func TestJobAppNeverPrintsKey(t *testing.T) {

@@ -49,16 +49,24 @@ func newAssertionSigner(clientID, keyID string, key crypto.Signer) (*assertionSi
 	}, nil
 }
 
-// sign returns a client assertion for one request to audience, the exact
-// endpoint URL called. Each call has a fresh random jti: Okta rejects a
+// sign returns a client assertion for one request with this audience (the
+// endpoint URL called, the token endpoint or the issuer: see
+// Config.AssertionAudience). Each call has a fresh random jti: Okta rejects a
 // replayed one, so a retry must never reuse an assertion.
 func (s *assertionSigner) sign(audience string, now time.Time) (string, error) {
+	assertion, _, err := s.signWithID(audience, now)
+	return assertion, err
+}
+
+// signWithID is sign that also returns the assertion's jti, which finds
+// the request in Okta's System Log when its answer is lost.
+func (s *assertionSigner) signWithID(audience string, now time.Time) (assertion, jti string, err error) {
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: s.alg, Key: s.key},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {
-		return "", fmt.Errorf("client assertion signer: %w", err)
+		return "", "", fmt.Errorf("client assertion signer: %w", err)
 	}
 	claims := jwt.Claims{
 		Issuer:   s.clientID,
@@ -70,7 +78,7 @@ func (s *assertionSigner) sign(audience string, now time.Time) (string, error) {
 	}
 	out, err := jwt.Signed(signer).Claims(claims).Serialize()
 	if err != nil {
-		return "", fmt.Errorf("sign client assertion: %w", err)
+		return "", "", fmt.Errorf("sign client assertion: %w", err)
 	}
-	return out, nil
+	return out, claims.ID, nil
 }

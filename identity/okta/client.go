@@ -65,6 +65,14 @@ type Config struct {
 	// MaxRateLimitWait is the longest single wait honoured for a 429;
 	// default 60s.
 	MaxRateLimitWait time.Duration
+	// Endpoints finds each issuer's token, revocation and introspection
+	// endpoints; default OktaLayout ({issuer}/v1/...). A *Discovery reads
+	// them from the server's metadata instead.
+	Endpoints EndpointResolver
+	// AssertionAudience is the aud of every client assertion:
+	// AudienceEndpoint (default; Okta), AudienceTokenEndpoint (RFC 7523)
+	// or AudienceIssuer.
+	AssertionAudience string
 }
 
 // Client talks to the token, revocation and introspection endpoints of Okta
@@ -79,6 +87,8 @@ type Client struct {
 	maxAttempts      int
 	baseBackoff      time.Duration
 	maxRateLimitWait time.Duration
+	endpoints        EndpointResolver
+	audience         string
 	// sleep waits for d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// nonces are the DPoP nonces last received, per issuer.
@@ -113,6 +123,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxRateLimitWait < 0 {
 		errs = append(errs, fmt.Errorf("max rate limit wait %s is negative", cfg.MaxRateLimitWait))
 	}
+	if cfg.AssertionAudience != "" && !ValidAssertionAudience(cfg.AssertionAudience) {
+		errs = append(errs, fmt.Errorf("assertion audience %q: use %s, %s or %s", cfg.AssertionAudience,
+			AudienceEndpoint, AudienceTokenEndpoint, AudienceIssuer))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("okta client config: %w", err)
 	}
@@ -125,7 +139,15 @@ func New(cfg Config) (*Client, error) {
 		maxAttempts:      cfg.MaxAttempts,
 		baseBackoff:      cfg.BaseBackoff,
 		maxRateLimitWait: cfg.MaxRateLimitWait,
+		endpoints:        cfg.Endpoints,
+		audience:         cfg.AssertionAudience,
 		sleep:            sleepContext,
+	}
+	if c.endpoints == nil {
+		c.endpoints = OktaLayout{}
+	}
+	if c.audience == "" {
+		c.audience = AudienceEndpoint
 	}
 	if c.clock == nil {
 		c.clock = time.Now
@@ -172,18 +194,19 @@ func (c *Client) issue(ctx context.Context, req identity.TokenRequest, key *dpop
 			return identity.Token{}, fmt.Errorf("okta %s endpoint: invalid scope %q", kind, s)
 		}
 	}
-	issuer, err := normalizeIssuer(req.Issuer)
+	issuer, eps, err := c.resolve(ctx, kind, req.Issuer)
 	if err != nil {
-		return identity.Token{}, fmt.Errorf("okta %s endpoint: %w", kind, err)
+		return identity.Token{}, err
 	}
-	cl := call{
-		kind:     kind,
-		endpoint: issuer + "/v1/token",
-		form: url.Values{
-			"grant_type": {"client_credentials"},
-			"scope":      {strings.Join(req.Scopes, " ")},
-		},
+	if key != nil && !supports(eps.DPoPAlgs, string(dpop.Algorithm)) {
+		return identity.Token{}, fmt.Errorf("okta %s endpoint: %w", kind, &DiscoveryError{Issuer: issuer, Err: fmt.Errorf(
+			"the server does not accept %s DPoP proofs (dpop_signing_alg_values_supported: %s)", dpop.Algorithm, strings.Join(eps.DPoPAlgs, " "))})
 	}
+	cl := c.newCall(kind, issuer, eps, eps.Token, url.Values{
+		"grant_type": {"client_credentials"},
+		"scope":      {strings.Join(req.Scopes, " ")},
+	})
+	cl.mints = true
 	var res *result
 	if key != nil {
 		res, err = c.doDPoP(ctx, cl, issuer, key)
@@ -265,19 +288,19 @@ func (c *Client) Revoke(ctx context.Context, issuer string, token identity.Secre
 	if token.Reveal() == "" {
 		return "", fmt.Errorf("okta %s endpoint: empty token", kind)
 	}
-	issuer, err := normalizeIssuer(issuer)
+	issuer, eps, err := c.resolve(ctx, kind, issuer)
 	if err != nil {
-		return "", fmt.Errorf("okta %s endpoint: %w", kind, err)
+		return "", err
 	}
-	res, err := c.do(ctx, call{
-		kind:     kind,
-		endpoint: issuer + "/v1/revoke",
-		form: url.Values{
-			"token":           {token.Reveal()},
-			"token_type_hint": {"access_token"},
-		},
-		secret: token.Reveal(),
+	if eps.Revocation == "" {
+		return "", fmt.Errorf("okta %s endpoint: %w", kind, &DiscoveryError{Issuer: issuer, Err: errors.New("the server publishes no revocation_endpoint: its tokens cannot be revoked")})
+	}
+	cl := c.newCall(kind, issuer, eps, eps.Revocation, url.Values{
+		"token":           {token.Reveal()},
+		"token_type_hint": {"access_token"},
 	})
+	cl.secret = token.Reveal()
+	res, err := c.do(ctx, cl)
 	if err != nil {
 		return "", err
 	}
@@ -292,19 +315,19 @@ func (c *Client) Introspect(ctx context.Context, issuer string, token identity.S
 	if token.Reveal() == "" {
 		return false, fmt.Errorf("okta %s endpoint: empty token", kind)
 	}
-	issuer, err := normalizeIssuer(issuer)
+	issuer, eps, err := c.resolve(ctx, kind, issuer)
 	if err != nil {
-		return false, fmt.Errorf("okta %s endpoint: %w", kind, err)
+		return false, err
 	}
-	res, err := c.do(ctx, call{
-		kind:     kind,
-		endpoint: issuer + "/v1/introspect",
-		form: url.Values{
-			"token":           {token.Reveal()},
-			"token_type_hint": {"access_token"},
-		},
-		secret: token.Reveal(),
+	if eps.Introspection == "" {
+		return false, fmt.Errorf("okta %s endpoint: %w", kind, &DiscoveryError{Issuer: issuer, Err: errors.New("the server publishes no introspection_endpoint")})
+	}
+	cl := c.newCall(kind, issuer, eps, eps.Introspection, url.Values{
+		"token":           {token.Reveal()},
+		"token_type_hint": {"access_token"},
 	})
+	cl.secret = token.Reveal()
+	res, err := c.do(ctx, cl)
 	if err != nil {
 		return false, err
 	}
@@ -320,6 +343,43 @@ func (c *Client) Introspect(ctx context.Context, issuer string, token identity.S
 	c.log.Debug("okta token introspected", "issuer", issuer, "active", *body.Active,
 		"attempts", res.attempts, "duration", res.duration, "request_id", res.requestID)
 	return *body.Active, nil
+}
+
+// resolve normalises issuer and finds its endpoints, and checks that the
+// server takes this client's authentication.
+func (c *Client) resolve(ctx context.Context, kind, issuer string) (string, Endpoints, error) {
+	issuer, err := normalizeIssuer(issuer)
+	if err != nil {
+		return "", Endpoints{}, fmt.Errorf("okta %s endpoint: %w", kind, err)
+	}
+	eps, err := c.endpoints.Endpoints(ctx, issuer)
+	if err != nil {
+		return "", Endpoints{}, fmt.Errorf("okta %s endpoint: %w", kind, err)
+	}
+	var problem string
+	switch {
+	case !supports(eps.AuthMethods, "private_key_jwt"):
+		problem = "the server does not accept private_key_jwt client authentication (token_endpoint_auth_methods_supported: " + strings.Join(eps.AuthMethods, " ") + ")"
+	case !supports(eps.AssertionAlgs, string(c.signer.alg)):
+		problem = fmt.Sprintf("the server does not accept %s client assertions (token_endpoint_auth_signing_alg_values_supported: %s)", c.signer.alg, strings.Join(eps.AssertionAlgs, " "))
+	}
+	if problem != "" {
+		return "", Endpoints{}, fmt.Errorf("okta %s endpoint: %w", kind, &DiscoveryError{Issuer: issuer, Err: errors.New(problem)})
+	}
+	return issuer, eps, nil
+}
+
+// newCall makes a call to endpoint whose client assertions carry the
+// configured audience.
+func (c *Client) newCall(kind, issuer string, eps Endpoints, endpoint string, form url.Values) call {
+	aud := endpoint
+	switch c.audience {
+	case AudienceTokenEndpoint:
+		aud = eps.Token
+	case AudienceIssuer:
+		aud = issuer
+	}
+	return call{kind: kind, endpoint: endpoint, audience: aud, issuer: issuer, form: form}
 }
 
 // normalizeIssuer checks that issuer is an absolute https URL (http only on

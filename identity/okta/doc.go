@@ -4,8 +4,14 @@
 //
 // Every request authenticates the service app with a fresh private_key_jwt
 // client assertion (RS256 or ES256) whose audience is the exact endpoint URL
-// and whose jti is new for every attempt, because Okta refuses a replayed
-// assertion. Credentials only ever travel in the form body.
+// (Okta's rule; Config.AssertionAudience selects RFC 7523's token endpoint or
+// the issuer for other servers) and whose jti is new for every attempt,
+// because Okta refuses a replayed assertion. Credentials only ever travel in
+// the form body.
+//
+// Endpoints follow Okta's fixed {issuer}/v1/... layout (OktaLayout) unless a
+// Discovery reads them from the server's RFC 8414 metadata, which makes the
+// client work with any standards authorization server.
 //
 // Transient failures (network errors, dropped connections, 5xx and 429) are
 // retried with exponential full-jitter backoff; a 429 waits until Okta's

@@ -230,8 +230,8 @@ func TestIssueWithoutProofIsRefusedForDPoPApp(t *testing.T) {
 	c := e.client(t, ecKey(), nil)
 	_, err := c.Issue(context.Background(), identity.TokenRequest{Issuer: e.issuer, Scopes: []string{"deploy"}})
 	var oe *okta.OAuthError
-	if !errors.As(err, &oe) || oe.Code != "invalid_dpop_proof" || !oe.JobFault() {
-		t.Fatalf("err = %v; want an invalid_dpop_proof OAuthError", err)
+	if !errors.As(err, &oe) || oe.Code != "invalid_dpop_proof" || oe.JobFault() {
+		t.Fatalf("err = %v; want an invalid_dpop_proof OAuthError that is not the job's fault", err)
 	}
 	if r := e.rec.requests(); len(r) != 1 || r[0].header.Get("DPoP") != "" {
 		t.Errorf("Issue sent %d requests (DPoP header %q)", len(r), r[0].header.Get("DPoP"))

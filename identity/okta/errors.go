@@ -30,6 +30,12 @@ type OAuthError struct {
 	// RequestID is Okta's X-Okta-Request-Id, for Okta support and the
 	// system log.
 	RequestID string
+	// ClientID and KeyID are the app and key the request authenticated
+	// with; DPoP reports whether it carried a DPoP proof. They name what
+	// to check when the refusal is the runner's configuration.
+	ClientID string
+	KeyID    string
+	DPoP     bool
 }
 
 // Error renders "okta token endpoint: 400 invalid_scope: <description>
@@ -40,10 +46,42 @@ func (e *OAuthError) Error() string {
 
 // JobFault reports whether the refusal is the job's to fix rather than the
 // runner's: Okta refused what the policy rule asked for (invalid_scope,
-// access_denied, invalid_client and other 4xx answers). The executor ends
-// such a job with a build failure, which the runner does not retry; a
-// redirect or any other status stays a system failure.
-func (e *OAuthError) JobFault() bool { return e.Status >= 400 && e.Status < 500 }
+// access_denied and other 4xx answers). The executor ends such a job with
+// a build failure, which the runner does not retry. A refusal of the
+// runner's own app (see RunnerFault), a redirect or any other status stays
+// a system failure.
+func (e *OAuthError) JobFault() bool {
+	return e.Status >= 400 && e.Status < 500 && e.RunnerFault() == ""
+}
+
+// dpopCheckbox is the Admin Console label of an app's DPoP requirement.
+const dpopCheckbox = "Require Demonstrating Proof of Possession (DPoP) header in token requests"
+
+// RunnerFault says what the runner's operator should check when Okta
+// refused the runner's own app rather than what a job asked for: the
+// client could not authenticate (invalid_client: wrong client id, key or
+// kid, or the key is not registered on the app), the app may not use
+// client_credentials (unauthorized_client), or the app requires DPoP and
+// got no proof, or rejected the proof it got (invalid_dpop_proof). It is
+// "" for every other refusal.
+func (e *OAuthError) RunnerFault() string {
+	switch {
+	case e.Code == "invalid_client" || (e.Status == http.StatusUnauthorized && e.Code == ""):
+		return fmt.Sprintf("Okta did not accept the client authentication of app %s: check the client id %s, "+
+			"the private key and its kid %q the executor signs with, and that this key's public half is registered on the app",
+			e.ClientID, e.ClientID, e.KeyID)
+	case e.Code == "unauthorized_client":
+		return fmt.Sprintf("the Okta app %s may not use the client_credentials grant: "+
+			"it must be an API Services app with the Client Credentials grant allowed", e.ClientID)
+	case e.Code == "invalid_dpop_proof" && !e.DPoP:
+		return fmt.Sprintf("the Okta app %s requires DPoP: clear %q in its General Settings, "+
+			`or use mode = "dpop" for the rules served by this app`, e.ClientID, dpopCheckbox)
+	case e.Code == "invalid_dpop_proof":
+		return fmt.Sprintf("Okta rejected the DPoP proof for app %s: check this host's clock (the proof's iat) "+
+			"and the app's DPoP settings", e.ClientID)
+	}
+	return ""
+}
 
 // UnavailableError reports that an Okta endpoint kept failing transiently
 // (network errors, dropped connections, 5xx or 429) until every attempt was

@@ -177,9 +177,16 @@ func TestSigningAlgorithm(t *testing.T) {
 }
 
 func TestOAuthErrorJobFault(t *testing.T) {
-	for status, want := range map[int]bool{400: true, 401: true, 403: true, 307: false, 500: false} {
+	// A 401 is a failed client authentication: the runner's app, not the job.
+	for status, want := range map[int]bool{400: true, 401: false, 403: true, 307: false, 500: false} {
 		if got := (&okta.OAuthError{Status: status}).JobFault(); got != want {
 			t.Errorf("status %d: JobFault = %v, want %v", status, got, want)
+		}
+	}
+	for code, want := range map[string]bool{"invalid_scope": true, "access_denied": true, "invalid_request": true,
+		"invalid_client": false, "unauthorized_client": false, "invalid_dpop_proof": false} {
+		if got := (&okta.OAuthError{Status: 400, Code: code}).JobFault(); got != want {
+			t.Errorf("%s: JobFault = %v, want %v", code, got, want)
 		}
 	}
 }

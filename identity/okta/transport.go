@@ -7,10 +7,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 const (
@@ -31,10 +35,18 @@ const (
 // call is one logical request to an OAuth endpoint; do turns it into as many
 // attempts as the retry policy allows.
 type call struct {
-	kind     string     // "token", "revoke" or "introspect"
-	endpoint string     // the exact URL, also the assertion audience
-	form     url.Values // without client authentication
-	secret   string     // a credential sent in form, redacted from errors
+	kind     string // "token", "revoke" or "introspect"
+	endpoint string // the exact URL
+	audience string // the aud of the client assertion
+	// issuer is the authorization server called, for errors.
+	issuer string
+	// mints is set for a call whose success creates something (a token):
+	// once an attempt may have been served it is never retried, since
+	// each retry could leave one more live token nobody holds. Revoke is
+	// idempotent and introspect only reads, so they retry freely.
+	mints  bool
+	form   url.Values // without client authentication
+	secret string     // a credential sent in form, redacted from errors
 	// proof, when set, makes the DPoP proof header of each attempt at
 	// sentAt, so that every attempt carries a fresh jti.
 	proof func(sentAt time.Time) (string, error)
@@ -102,9 +114,16 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
 	sentAt := c.clock()
-	assertion, err := c.signer.sign(cl.endpoint, sentAt)
+	assertion, jti, err := c.signer.signWithID(cl.audience, sentAt)
 	if err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
+	}
+	// unconfirmed reports a minting attempt that may have been served.
+	unconfirmed := func(err error) error {
+		c.log.Error("okta request may have been served, but its answer was lost; not retrying",
+			"endpoint", cl.kind, "attempt", attempt, "assertion_jti", jti, "error", err)
+		return &identity.UnconfirmedIssueError{Issuer: cl.issuer, ClientID: c.clientID, AssertionJTI: jti,
+			Err: fmt.Errorf("okta %s endpoint: %w", cl.kind, err)}
 	}
 	form := make(url.Values, len(cl.form)+2)
 	for k, v := range cl.form {
@@ -112,7 +131,14 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	}
 	form.Set("client_assertion_type", clientAssertionType)
 	form.Set("client_assertion", assertion)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cl.endpoint, strings.NewReader(form.Encode()))
+	// The request may have reached Okta once it was written in full; until
+	// then (refused connection, DNS failure, TLS handshake, a write cut
+	// short) Okta cannot have acted on it.
+	var written atomic.Bool
+	traced := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { written.Store(i.Err == nil) },
+	})
+	req, err := http.NewRequestWithContext(traced, http.MethodPost, cl.endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
@@ -129,8 +155,18 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		c.log.Debug("okta request", "endpoint", cl.kind, "attempt", attempt, "duration", c.clock().Sub(sentAt), "error", err)
-		if ctx.Err() != nil {
+		c.log.Debug("okta request", "endpoint", cl.kind, "attempt", attempt, "duration", c.clock().Sub(sentAt),
+			"written", written.Load(), "error", err)
+		switch {
+		case cl.mints && written.Load():
+			// A timeout or a connection broken after the request went
+			// out: Okta may have minted a token. Asking again would mint
+			// another one.
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return nil, unconfirmed(err)
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, ctx.Err())
 		}
 		return nil, &retryableError{err: err}
@@ -144,12 +180,17 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	c.log.Debug("okta request", "endpoint", cl.kind, "attempt", attempt, "status", resp.StatusCode,
 		"duration", c.clock().Sub(sentAt), "request_id", requestID)
 	if readErr != nil {
+		readErr = fmt.Errorf("read %d response (request id %s): %w", resp.StatusCode, requestID, readErr)
+		if cl.mints && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			// Okta minted a token and its answer broke on the way.
+			return nil, unconfirmed(readErr)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, ctx.Err())
 		}
-		// The connection broke mid-answer: the request may have been
-		// served, but the answer is lost, so try again.
-		return nil, &retryableError{err: fmt.Errorf("read %d response (request id %s): %w", resp.StatusCode, requestID, readErr)}
+		// The connection broke mid-answer: nothing was minted (an error
+		// answer, or a call that mints nothing), so try again.
+		return nil, &retryableError{err: readErr}
 	}
 
 	redact := []string{assertion, cl.secret, proof}
@@ -172,7 +213,8 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, &retryableError{err: &statusError{status: status, code: code, description: desc, requestID: requestID}}
 	default:
 		code, desc := parseErrorBody(status, body, redact)
-		return nil, &OAuthError{Endpoint: cl.kind, Status: status, Code: code, Description: desc, RequestID: requestID}
+		return nil, &OAuthError{Endpoint: cl.kind, Status: status, Code: code, Description: desc, RequestID: requestID,
+			ClientID: c.clientID, KeyID: c.signer.key.KeyID, DPoP: proof != ""}
 	}
 }
 

@@ -441,7 +441,7 @@ func (w *jobWorld) removeAll() {
 			_ = w.cli.NetworkRemove(ctx, n.ID)
 		}
 	}
-	for _, v := range []string{"gitlab-okta-" + w.runnerID + "-cache-project-1", w.directCache} {
+	for _, v := range []string{"gitlab-okta-" + w.runnerID + "-cache-project-1-non-protected", w.directCache} {
 		_ = w.cli.VolumeRemove(ctx, v, true)
 	}
 }

@@ -135,6 +135,7 @@ org_url = %q
 client_id = %q
 private_key_file = %q
 key_id = %q
+assertion_audience = "endpoint"
 default_lifetime = "5m"
 refresh_margin = "1m"
 [[policy.rules]]

@@ -54,7 +54,7 @@ func TestCancelMidScriptStillRunsAfterScriptInTheSameContainer(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, "", "", "")
 	res := w.run(harness.Job{
-		Steps:       script("echo $$ > /tmp/job-was-here", "echo READY-TO-CANCEL", "sleep 600", "echo not reached"),
+		Steps:       script("echo $$ > /tmp/job-was-here", "echo READY-TO-CANCEL", harness.UntilSignalled, "echo not reached"),
 		AfterScript: []string{"test -f /tmp/job-was-here && echo after_script in the same container"},
 		CancelWhen:  func(log string) bool { return strings.Contains(log, "READY-TO-CANCEL\n") },
 	})
@@ -74,7 +74,7 @@ func TestJobTimeoutStopsTheScriptAndCleansUp(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, "", "", "")
 	res := w.run(harness.Job{
-		Steps:       script("echo STARTED", "sleep 600"),
+		Steps:       script("echo STARTED", harness.UntilSignalled),
 		AfterScript: []string{"echo after_script must not run after a timeout"},
 		Timeout:     4 * time.Second,
 	})
@@ -216,7 +216,9 @@ func TestCacheIsRestoredInTheNextJobOfTheProject(t *testing.T) {
 }
 
 func (w *world) removeCacheVolume(project int) {
-	name := fmt.Sprintf("gitlab-okta-%s-cache-project-%d", w.runnerID, project)
+	// The jobs of these tests do not say whether their ref is protected:
+	// unprotected.
+	name := fmt.Sprintf("gitlab-okta-%s-cache-project-%d-non-protected", w.runnerID, project)
 	if err := w.s.docker.VolumeRemove(context.Background(), name, true); err != nil {
 		w.t.Errorf("removing cache volume: %v", err)
 	}

@@ -30,11 +30,11 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leakscan"
 )
 
 // The token delivery defaults the tests check against.
@@ -72,6 +72,25 @@ bound_claims = { project_path = ["group/*"] }
 type idWorld struct {
 	*world
 	env *identityenv.Env
+}
+
+// refreshingLifetime and refreshingMargin make tokens due for refresh at
+// the executor's floor (executor.MinRefreshInterval, 30 s) after issuance:
+// the soonest any token is refreshed, so the tests that need a refresh wait
+// the least.
+const (
+	refreshingLifetime = time.Minute
+	refreshingMargin   = `refresh_margin = "30s"`
+)
+
+// newRefreshingWorld is an identity world whose tokens Okta (policy
+// lifetime, capped as a token hook or a server in front would) issues for
+// refreshingLifetime, refreshed refreshingMargin before expiry.
+func newRefreshingWorld(t *testing.T, policyLifetime time.Duration) *idWorld {
+	t.Helper()
+	w := newIdentityWorld(t, policyLifetime, refreshingMargin, "", standardPolicy)
+	w.env.Okta.CapLifetime("default", refreshingLifetime)
+	return w
 }
 
 // newIdentityWorld starts the identity doubles (Okta's access policy
@@ -242,22 +261,9 @@ func eventsOf(evs []map[string]any, jobID int64, kind string) []map[string]any {
 // and the runner app's key, whether a token is active.
 func (w *idWorld) introspect(t *testing.T, issuer, token string) bool {
 	t.Helper()
-	pemBytes, err := os.ReadFile(w.env.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := okta.LoadPrivateKey(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := okta.New(okta.Config{ClientID: identityenv.ClientID, Key: key, KeyID: identityenv.KeyID,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	active, err := c.Introspect(ctx, issuer, identity.Secret(token))
+	active, err := w.env.Introspect(ctx, issuer, token)
 	if err != nil {
 		t.Fatalf("introspecting: %v", err)
 	}
@@ -414,7 +420,7 @@ func (pw *procWatch) finish(token string) (leaks []string, scans int) {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	for args := range pw.seen {
-		if strings.Contains(args, token) || strings.Contains(args, signatureOf(token)) || len(leaksIn("argv", args, nil)) > 0 {
+		if strings.Contains(args, token) || strings.Contains(args, leakscan.SignatureOf(token)) || len(leakscan.LeaksIn("argv", args, nil)) > 0 {
 			leaks = append(leaks, strings.Fields(args)[0])
 		}
 	}
@@ -603,7 +609,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 	// The scan sees both the executor's run stage and the job's processes.
 	sawRun := false
 	for pid, args := range procs {
-		if strings.Contains(args, tok) || strings.Contains(args, signatureOf(tok)) {
+		if strings.Contains(args, tok) || strings.Contains(args, leakscan.SignatureOf(tok)) {
 			t.Errorf("process %d has the token in its arguments", pid)
 		}
 		if strings.HasPrefix(args, w.s.binary+" run --settings "+w.settings) {
@@ -624,7 +630,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 	if !bytes.Contains(raw, []byte(tokenDir)) {
 		t.Errorf("docker inspect does not show the token tmpfs at %s: is this the build container?", tokenDir)
 	}
-	if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(signatureOf(tok))) {
+	if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(leakscan.SignatureOf(tok))) {
 		t.Error("docker inspect of the build container shows the token")
 	}
 	openGate()
@@ -661,7 +667,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 			execs++
 		}
 		b, _ := json.Marshal(m)
-		if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(signatureOf(tok))) {
+		if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(leakscan.SignatureOf(tok))) {
 			t.Errorf("docker event %q carries the token", strings.Fields(string(m.Action))[0])
 		}
 	}
@@ -747,15 +753,15 @@ func TestIdentityTokenFileBelongsToTheConfiguredUser(t *testing.T) {
 	w.assertClean()
 }
 
-// TestIdentityRefreshAcrossALongJob: with a 5-minute token refreshed when
-// less than 4m58s is left, a sub-stage starting 3 s after the last one gets
-// a new token file; every token is revoked at the end.
+// TestIdentityRefreshAcrossALongJob: with a 1-minute token refreshed when
+// 30 s are left (at the refresh floor), a sub-stage starting 31 s after the
+// last one gets a new token file; every token is revoked at the end.
 func TestIdentityRefreshAcrossALongJob(t *testing.T) {
 	t.Parallel()
-	w := newIdentityWorld(t, 5*time.Minute, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	w := newRefreshingWorld(t, time.Hour)
 	res := w.run(harness.Job{
 		Steps: []harness.Step{
-			{Name: "script", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 3"}},
+			{Name: "script", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 31"}},
 			{Name: "later", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, grantedEcho}},
 		},
 	})
@@ -765,7 +771,7 @@ func TestIdentityRefreshAcrossALongJob(t *testing.T) {
 		t.Fatalf("token hashes %q, want one per step", h)
 	}
 	if h[0] == h[1] {
-		t.Error("the token file did not change across 3 s of a token with a 2 s refresh window")
+		t.Error("the token file did not change across 31 s of a token with a 30 s refresh window")
 	}
 	wantLogLines(t, res.JobLog, fmt.Sprintf("granted: iss=%s scopes=%s", w.env.Issuer("default"), ciScopes))
 
@@ -843,7 +849,10 @@ bound_claims = { project_path = ["other/*"], ref_type = ["tag"] }
 			}
 		}
 	}
-	if l := linesWithPrefix(res.JobLog, `  rule "release": `); len(l) == 1 && strings.Contains(l[0], "project_path") {
+	// release's project_path matched: the line blames ref_type and only
+	// names project_path's source among the claims that matched.
+	if l := linesWithPrefix(res.JobLog, `  rule "release": `); len(l) == 1 &&
+		(!strings.HasPrefix(l[0], `  rule "release": ref_type `) || !strings.HasSuffix(l[0], "; project_path (payload) matched")) {
 		t.Errorf("release's project_path matched, yet the explanation blames it: %q", l[0])
 	}
 	if n := len(w.env.Okta.Issued()); n != 0 || w.env.Okta.Hits("/v1/token") != 0 {
@@ -1196,12 +1205,16 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	if len(reaped) != 1 || reaped[0]["outcome"] != "ok" || fmt.Sprint(reaped[0]["token_jti"]) != jti {
 		t.Errorf("reaped audit events %v, want one ok with the jti", reaped)
 	}
-	// Nothing of the job may stay in the state dir: the audit log (and the
-	// GitLab key cache) are the runner's, everything else is the job's.
+	// Nothing of the job may stay in the state dir: the audit log, the
+	// GitLab key and authorization-server metadata caches, the
+	// runner-version cache and the settings-warning markers are the
+	// runner's, everything else is the job's.
 	_ = filepath.WalkDir(w.stateDir, func(p string, d os.DirEntry, err error) error {
 		rel, _ := filepath.Rel(w.stateDir, p)
 		switch {
-		case err != nil || d.IsDir() || rel == "audit.log" || strings.HasPrefix(rel, "jwks"+string(filepath.Separator)):
+		case err != nil || d.IsDir() || rel == "audit.log" || rel == "runner-version.json" ||
+			strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) || strings.HasPrefix(rel, "warned"+string(filepath.Separator)) ||
+			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)):
 		default:
 			t.Errorf("the reaped job left %s in the state dir", rel)
 		}
@@ -1318,7 +1331,7 @@ func TestIdentityAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(raw, []byte(entry.Token)) || bytes.Contains(raw, []byte(signatureOf(entry.Token))) || jwtShape.Match(raw) {
+	if bytes.Contains(raw, []byte(entry.Token)) || bytes.Contains(raw, []byte(leakscan.SignatureOf(entry.Token))) || leakscan.JWTShape.Match(raw) {
 		t.Error("the audit log holds a token")
 	}
 	issued := w.env.Okta.Issued()
@@ -1356,10 +1369,10 @@ func TestIdentityAuditLog(t *testing.T) {
 // be masked.
 func TestIdentityReplacedTokenStaysMaskedAfterRefresh(t *testing.T) {
 	t.Parallel()
-	w := newIdentityWorld(t, 5*time.Minute, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	w := newRefreshingWorld(t, time.Hour)
 	res := w.run(harness.Job{
 		Steps: []harness.Step{
-			{Name: "script", Script: []string{`cp "$OKTA_ACCESS_TOKEN_FILE" /tmp/first-token`, `sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 3"}},
+			{Name: "script", Script: []string{`cp "$OKTA_ACCESS_TOKEN_FILE" /tmp/first-token`, `sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, "sleep 31"}},
 			{Name: "later", Script: []string{`sha256sum "$OKTA_ACCESS_TOKEN_FILE"`, `echo "replaced: $(cat /tmp/first-token)"`}},
 		},
 	})
@@ -1371,7 +1384,7 @@ func TestIdentityReplacedTokenStaysMaskedAfterRefresh(t *testing.T) {
 		t.Errorf("the replaced (revoked, unexpired) token printed by the next sub-stage is not masked: "+
 			"%d line(s), %d chars, want %q", len(l), len(strings.Join(l, "")), "replaced: "+identity.MaskMarker)
 	}
-	if leaks := leaksIn("job log", res.JobLog, nil); len(leaks) > 0 {
+	if leaks := leakscan.LeaksIn("job log", res.JobLog, nil); len(leaks) > 0 {
 		t.Errorf("the job log holds Okta access tokens: %q", leaks)
 	}
 	w.assertClean()

@@ -296,9 +296,40 @@ func TestAppModeCanDeliverTheAppsCredentials(t *testing.T) {
 func TestAppModeJobsBeyondTheBudgetWait(t *testing.T) {
 	t.Parallel()
 	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true})
-	w := modeWorld(t, env, "", appRuleWith(env, 1, ""))
-	// Long enough that the other job's prepare finds the only slot taken.
-	results := w.runConcurrently(2, func(int) harness.Job { return harness.Job{Steps: script("sleep 3")} })
+	// The job holding the only slot stays in its script until the other
+	// job has said it waits: a gate file the test creates on the host,
+	// mounted read-only into every build container. (A fixed `sleep 3`
+	// was not enough under load: the second prepare could come later.)
+	gate := t.TempDir()
+	if err := os.Chmod(gate, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w := modeWorld(t, env, fmt.Sprintf("volumes = [%q]", gate+":/gate:ro"), appRuleWith(env, 1, ""))
+	waiting := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-waiting:
+			if err := os.WriteFile(filepath.Join(gate, "open"), nil, 0o644); err != nil {
+				t.Error(err)
+			}
+		case <-done:
+		}
+	}()
+	results := w.runConcurrently(2, func(int) harness.Job {
+		return harness.Job{
+			Steps: script(`i=0; while [ ! -e /gate/open ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; test -e /gate/open`),
+			// observes the job log; never cancels
+			CancelWhen: func(log string) bool {
+				if strings.Contains(log, "Waiting for an app-mode slot") {
+					once.Do(func() { close(waiting) })
+				}
+				return false
+			},
+		}
+	})
+	close(done)
 	for _, res := range results {
 		wantOutcome(t, res, harness.Success)
 	}

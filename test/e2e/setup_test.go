@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leftovers"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
 
@@ -185,40 +185,19 @@ func (w *world) run(job harness.Job) *harness.Result {
 	return res
 }
 
-// selector lists this world's containers and networks.
-func (w *world) selector() filters.Args {
-	return filters.NewArgs(filters.Arg("label", "io.gitlab-okta-executor.runner="+w.runnerID))
-}
-
 func (w *world) containers() []container.Summary {
 	w.t.Helper()
-	cs, err := w.s.docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: w.selector()})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return cs
+	return leftovers.Containers(w.t, w.s.docker, w.runnerID)
 }
 
 func (w *world) networks() []network.Summary {
 	w.t.Helper()
-	ns, err := w.s.docker.NetworkList(context.Background(), network.ListOptions{Filters: w.selector()})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return ns
+	return leftovers.Networks(w.t, w.s.docker, w.runnerID)
 }
 
 func (w *world) leftovers() int { return len(w.containers()) + len(w.networks()) }
 
-func (w *world) forceRemove() {
-	ctx := context.Background()
-	for _, c := range w.containers() {
-		w.s.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	}
-	for _, n := range w.networks() {
-		w.s.docker.NetworkRemove(ctx, n.ID)
-	}
-}
+func (w *world) forceRemove() { leftovers.ForceRemove(w.t, w.s.docker, w.runnerID) }
 
 // assertClean checks that the job left no container, network or state.
 func (w *world) assertClean() {
@@ -229,6 +208,13 @@ func (w *world) assertClean() {
 	entries, _ := os.ReadDir(filepath.Join(w.stateDir, "jobs"))
 	if len(entries) > 0 {
 		w.t.Errorf("state left behind for %d jobs", len(entries))
+	}
+	if locks, _ := os.ReadDir(filepath.Join(w.stateDir, "locks")); len(locks) > 0 {
+		names := make([]string, len(locks))
+		for i, l := range locks {
+			names[i] = l.Name()
+		}
+		w.t.Errorf("lock files left behind: %v", names)
 	}
 }
 

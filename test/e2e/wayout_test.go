@@ -21,11 +21,11 @@ func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
 	}{
 		{"script fails", func(j *harness.Job) { j.Steps = script("exit 3") }, harness.BuildFailure},
 		{"user cancels", func(j *harness.Job) {
-			j.Steps = script("echo CANCEL-ME", "sleep 600")
+			j.Steps = script("echo CANCEL-ME", harness.UntilSignalled)
 			j.CancelWhen = func(log string) bool { return strings.Contains(log, "CANCEL-ME\n") }
 		}, harness.Canceled},
 		{"job times out", func(j *harness.Job) {
-			j.Steps = script("sleep 600")
+			j.Steps = script(harness.UntilSignalled)
 			j.Timeout = 4 * time.Second
 		}, harness.TimedOut},
 	} {
@@ -56,11 +56,12 @@ func TestIdentityRevokedOnEveryWayOut(t *testing.T) {
 // that token is masked too.
 func TestIdentityRefreshDuringALongSubStage(t *testing.T) {
 	t.Parallel()
-	// Tokens are refreshed 2 s after issuance (5m lifetime, 4m58s margin).
-	w := newIdentityWorld(t, time.Hour, "default_lifetime = \"5m\"\nrefresh_margin = \"4m58s\"", "", standardPolicy)
+	// Tokens are refreshed 30 s after issuance, the soonest the executor
+	// refreshes (1m lifetime, 30s margin).
+	w := newRefreshingWorld(t, time.Hour)
 	job := idJob(nextJobID(), nil, "",
 		`H1=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
-		"sleep 5", // the job's own work: long enough for a refresh point to pass
+		"sleep 33", // the job's own work: long enough for a refresh point to pass
 		`H2=$(sha256sum < "$OKTA_ACCESS_TOKEN_FILE")`,
 		`test "$H1" != "$H2" && echo REFRESHED-MID-STAGE`,
 		`cat "$OKTA_ACCESS_TOKEN_FILE"; echo`,

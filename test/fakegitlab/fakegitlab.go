@@ -54,6 +54,7 @@ type Server struct {
 	keys       []signingKey // published; the last is active
 	maxAge     int          // Cache-Control max-age of the key set, seconds
 	keysStatus int          // 0 = serve normally
+	noKeys     bool         // publish an empty key set
 	unexpected []string
 	stranger   *signingKey // never published
 
@@ -132,6 +133,15 @@ func (s *Server) FailKeys(status int) {
 	s.keysStatus = status
 }
 
+// PublishNoKeys makes the key-set endpoint answer 200 with an empty key
+// set ({"keys":[]}), as a GitLab whose signing key is missing does; false
+// restores it. Tokens are still signed with the active key.
+func (s *Server) PublishNoKeys(none bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noKeys = none
+}
+
 // ActiveKID is the kid new tokens are signed with.
 func (s *Server) ActiveKID() string {
 	s.mu.Lock()
@@ -156,8 +166,11 @@ func (s *Server) serveKeys(w http.ResponseWriter, _ *http.Request) {
 	s.hits.Add(1)
 	s.mu.Lock()
 	status, maxAge := s.keysStatus, s.maxAge
-	set := jose.JSONWebKeySet{}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
 	for _, k := range s.keys {
+		if s.noKeys {
+			break
+		}
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.priv.PublicKey, KeyID: k.kid, Algorithm: string(jose.RS256), Use: "sig"})
 	}
 	s.mu.Unlock()

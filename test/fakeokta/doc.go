@@ -46,7 +46,9 @@
 //   - A DPoP proof sent for a client that is not DPoP-bound is ignored and a
 //     Bearer token is issued.
 //
-// Tests steer the server with AddAuthServer, AddClient, AddScopes, AddPolicy,
-// RotateKeys and Inject (faults: 5xx, 429, slow answers, dropped
-// connections), and inspect it with Active, Issued and Hits.
+// Tests steer the server with AddAuthServer, AddClient (DPoPBound, GrantTypes),
+// AddScopes, AddPolicy, CapLifetime (lifetimes below a policy's, as a token
+// hook or a server in front shortens them), RotateKeys and Inject (faults:
+// 5xx, 429, slow answers, answers held back after the request was served,
+// dropped connections), and inspect it with Active, Issued and Hits.
 package fakeokta

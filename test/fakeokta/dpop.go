@@ -31,7 +31,7 @@ func (s *Server) checkDPoP(r *http.Request, id, tokenURL string, client Client, 
 	proofs := r.Header.Values("DPoP")
 	switch len(proofs) {
 	case 0:
-		return "", invalidDPoP("The client is configured for DPoP-bound access tokens: a DPoP proof header is required.")
+		return "", invalidDPoP("The DPoP proof JWT header is missing.")
 	case 1:
 	default:
 		return "", invalidDPoP("Only one DPoP proof header is allowed.")

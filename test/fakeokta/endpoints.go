@@ -135,6 +135,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, id string) (*toke
 		return nil, e
 	}
 	annotate(w, "client_id", client.ID)
+	if client.GrantTypes != nil && !slices.Contains(client.GrantTypes, GrantClientCredentials) {
+		return nil, &oauthError{status: http.StatusBadRequest, code: "unauthorized_client",
+			desc: fmt.Sprintf("The client is not authorized to use the provided grant type. Configured grant types: [%s].",
+				strings.Join(client.GrantTypes, ", "))}
+	}
 	tokenType, jkt := "Bearer", ""
 	if client.DPoPBound {
 		if jkt, e = s.checkDPoP(r, id, tokenURL, client, now); e != nil {
@@ -173,6 +178,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, id string) (*toke
 	if len(as.keys) > 0 {
 		key = as.keys[len(as.keys)-1]
 	}
+	lifetimeCap := as.lifetimeCap
 	s.mu.Unlock()
 
 	if len(missing) > 0 {
@@ -195,13 +201,17 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, id string) (*toke
 		}
 	}
 
+	lifetime := policy.Lifetime
+	if lifetimeCap > 0 && lifetimeCap < lifetime {
+		lifetime = lifetimeCap
+	}
 	claims := accessClaims{
 		Ver: 1,
 		JTI: "AT." + rand.Text(),
 		Iss: s.issuer(id),
 		Aud: audience(id),
 		Iat: now.Unix(),
-		Exp: now.Add(policy.Lifetime).Unix(),
+		Exp: now.Add(lifetime).Unix(),
 		Cid: client.ID,
 		Scp: scopes,
 		Sub: client.ID,

@@ -726,7 +726,7 @@ func TestDPoP(t *testing.T) {
 	}
 
 	wantOAuthError(t, e.postForm(tokenURL, e.tokenForm("rsa", clientDPoP, "deploy"), nil),
-		http.StatusBadRequest, "invalid_dpop_proof", "DPoP proof header is required")
+		http.StatusBadRequest, "invalid_dpop_proof", "The DPoP proof JWT header is missing.")
 
 	r := e.postForm(tokenURL, e.tokenForm("rsa", clientDPoP, "deploy"), proof(dpopKey, tokenURL, ""))
 	wantOAuthError(t, r, http.StatusBadRequest, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof.")

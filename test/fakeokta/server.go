@@ -1,6 +1,7 @@
 package fakeokta
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -83,8 +84,16 @@ type Client struct {
 	// assertion's kid picks one.
 	Keys jose.JSONWebKeySet
 	// DPoPBound requires a DPoP proof at /v1/token and makes the issued
-	// tokens DPoP-bound (Okta's dpop_bound_access_tokens).
+	// tokens DPoP-bound (Okta's dpop_bound_access_tokens, the Admin
+	// Console's "Require Demonstrating Proof of Possession (DPoP) header in
+	// token requests"): a request without a proof gets 400
+	// invalid_dpop_proof.
 	DPoPBound bool
+	// GrantTypes are the app's allowed grant types; nil means
+	// client_credentials (a service app). An app without
+	// client_credentials (a web app, say) gets 400 unauthorized_client at
+	// /v1/token, after its client authentication succeeded.
+	GrantTypes []string
 }
 
 // Policy is an access policy with one client_credentials rule.
@@ -118,6 +127,13 @@ type Fault struct {
 	Delay time.Duration
 	// Drop closes the connection without answering.
 	Drop bool
+	// LateAnswer serves the request in full (a token request mints its
+	// token) and then holds the answer back this long; if the client gives
+	// up meanwhile, the answer is lost but the work stays done. This is
+	// Okta slower than the client's timeout: the server does not notice
+	// that the client went away, as a real server behind a load balancer
+	// does not.
+	LateAnswer time.Duration
 }
 
 // IssuedToken describes an access token the server issued.
@@ -138,11 +154,13 @@ type Server struct {
 	keysMaxAge time.Duration
 	log        hclog.Logger
 
-	ln     net.Listener
-	srv    *http.Server
-	url    string
-	cancel context.CancelFunc
-	done   chan struct{}
+	ln        net.Listener
+	srv       *http.Server
+	url       string
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closed    chan struct{} // closed by Close, ends late answers
+	closeOnce sync.Once
 
 	mu          sync.Mutex
 	authServers map[string]*authServer
@@ -163,6 +181,9 @@ type authServer struct {
 	scopes    []string
 	policies  []Policy
 	dpopNonce string
+	// lifetimeCap, when positive, shortens every access token's lifetime
+	// to at most this (see CapLifetime).
+	lifetimeCap time.Duration
 }
 
 type signingKey struct {
@@ -220,6 +241,7 @@ func Start(opts Options) (*Server, error) {
 		url:         "http://" + ln.Addr().String(),
 		cancel:      cancel,
 		done:        make(chan struct{}),
+		closed:      make(chan struct{}),
 		authServers: map[string]*authServer{},
 		clients:     map[string]Client{},
 		byToken:     map[string]*issuedToken{},
@@ -249,6 +271,7 @@ func (s *Server) URL() string { return s.url }
 // Close stops the server, cancelling requests in progress (including
 // injected delays).
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
 	s.cancel()
 	err := s.srv.Close()
 	<-s.done
@@ -332,6 +355,19 @@ func (s *Server) AddPolicy(authServerID string, p Policy) error {
 	return nil
 }
 
+// CapLifetime shortens the lifetime of every access token the
+// authorization server issues from now on to at most d, whatever its
+// policies say; 0 removes the cap. It models what shortens a token below its
+// access policy's lifetime: a token inline hook (which Okta bounds at 5
+// minutes too) or, below Okta's 5-minute minimum, another OAuth server in
+// front of the executor. Tests use it for lifetimes at or below the
+// executor's refresh margin. It panics if the server does not exist.
+func (s *Server) CapLifetime(authServerID string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mustAuthServer(authServerID).lifetimeCap = d
+}
+
 // RotateKeys makes a new signing key active. The previous keys stay
 // published (up to three in all), so tokens signed before the rotation
 // still verify. It panics if the server does not exist.
@@ -378,6 +414,19 @@ func (s *Server) Issued() []IssuedToken {
 	for i, t := range s.issued {
 		out[i] = t.IssuedToken
 		out[i].Scopes = slices.Clone(t.Scopes)
+	}
+	return out
+}
+
+// IssuedRaw returns every access token issued so far, oldest first, as
+// the compact JWTs the clients received: what an end-to-end test
+// introspects to prove that every token of a job is inactive.
+func (s *Server) IssuedRaw() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.issued))
+	for i, t := range s.issued {
+		out[i] = t.raw
 	}
 	return out
 }
@@ -467,6 +516,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.writeFault(sw, now, bucketName, fault)
 			return
 		}
+		if fault.LateAnswer > 0 {
+			s.serveLate(sw, r, now, bucketName, fault.LateAnswer)
+			return
+		}
 	}
 
 	if !s.takeRate(h, now, bucketName) {
@@ -474,6 +527,58 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.route(sw, r)
+}
+
+// serveLate serves r into a buffer, then holds the answer back for d (or
+// until the server closes) before sending it. The request's own context is
+// deliberately not watched: the work is done whether or not the client is
+// still there to hear about it.
+func (s *Server) serveLate(w *statusWriter, r *http.Request, now time.Time, bucketName string, d time.Duration) {
+	buf := &bufferedWriter{header: http.Header{}}
+	inner := &statusWriter{ResponseWriter: buf}
+	if s.takeRate(buf.header, now, bucketName) {
+		s.route(inner, r.WithContext(context.WithoutCancel(r.Context())))
+	} else {
+		writeRateLimited(inner)
+	}
+	w.attrs = append(w.attrs, inner.attrs...)
+	w.attrs = append(w.attrs, "late_answer", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.closing():
+	}
+	for k, v := range buf.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(max(buf.status, http.StatusOK))
+	_, _ = w.Write(buf.body.Bytes())
+}
+
+// closing is done when Close has been called.
+func (s *Server) closing() <-chan struct{} { return s.closed }
+
+// bufferedWriter is an http.ResponseWriter that keeps the answer.
+type bufferedWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
 }
 
 // takeFault pops the first fault matching path. Caller holds s.mu.

@@ -536,10 +536,6 @@ func TestPrepareRetries(t *testing.T) {
 func TestCancelDuringScript(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	// The script and its background child need only milliseconds to end
-	// on SIGTERM, but on two loaded cores 5 s was seen to pass; the test
-	// is about who gets SIGTERM, not about how fast.
-	f.r.GracefulKillTimeout = 25 * time.Second
 	marker := filepath.Join(t.TempDir(), "child-term")
 	res := f.run(Job{
 		Payload: Payload{
@@ -547,9 +543,9 @@ func TestCancelDuringScript(t *testing.T) {
 			Artifacts: []Artifact{{Paths: []string{"x"}, When: "always"}},
 		},
 		Steps: script(
-			`(trap 'echo child-term > "$MARKER"; exit 0' TERM; echo child-ready; while :; do sleep 0.05; done) &`,
+			`(trap 'echo child-term > "$MARKER"; exit 0' TERM; echo child-ready; `+UntilSignalled+`) &`,
 			"echo started",
-			"sleep 60",
+			UntilSignalled,
 		),
 		AfterScript: []string{`echo "after status=$CI_JOB_STATUS"`},
 		CancelWhen: func(log string) bool {
@@ -625,7 +621,7 @@ func TestJobTimeout(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	res := f.run(Job{
-		Steps:       script("echo started", "sleep 60"),
+		Steps:       script("echo started", UntilSignalled),
 		AfterScript: []string{"echo never after"},
 		Payload:     Payload{Artifacts: []Artifact{{Paths: []string{"x"}, When: "always"}}},
 		Timeout:     3 * time.Second,
@@ -647,7 +643,8 @@ func TestJobTimeout(t *testing.T) {
 	if last := res.Stages[len(res.Stages)-2]; !last.TermSent || last.KillSent {
 		t.Errorf("%s %+v", last.Name, last)
 	}
-	if f.call("run-build_script").env["CUSTOM_ENV_CI_JOB_TIMEOUT"] != "3" {
+	// cleanup always runs (build_script need not have been reached)
+	if f.call("cleanup").env["CUSTOM_ENV_CI_JOB_TIMEOUT"] != "3" {
 		t.Error("CI_JOB_TIMEOUT")
 	}
 }
@@ -664,7 +661,7 @@ func TestAbortedByContext(t *testing.T) {
 			cancel()
 		}
 	})
-	res, err := f.r.RunJob(ctx, Job{Steps: script("echo started", "sleep 60")})
+	res, err := f.r.RunJob(ctx, Job{Steps: script("echo started", UntilSignalled)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -774,7 +771,7 @@ func TestStageLowLevel(t *testing.T) {
 		t.Fatal(err)
 	}
 	scriptFile := filepath.Join(dir, "script")
-	body := "#!/usr/bin/env bash\ntrap 'exit 1' TERM\necho out; echo err >&2\necho ready > " + fifo + "\nsleep 60 & wait\n"
+	body := "#!/usr/bin/env bash\ntrap 'exit 1' TERM\necho out; echo err >&2\necho ready > " + fifo + "\n" + UntilSignalled + "\n"
 	if err := os.WriteFile(scriptFile, []byte(body), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -877,5 +874,63 @@ func TestJobLogMasking(t *testing.T) {
 	}
 	if b, _ := res.Stage("run:build_script"); strings.Contains(b.Output, "supersecretvalue") {
 		t.Errorf("secret in the stage output: %s", b.Output)
+	}
+}
+
+// TestResponseFileRunner17Shape: with ShapeRunner17 the harness writes the
+// fields Runner 17.9.3 writes and no others, checked against a payload
+// that runner's own encoder produced (executor/testdata).
+func TestResponseFileRunner17Shape(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	yes := true
+	a, err := f.r.NewAttempt(Job{
+		Payload: Payload{ID: 98, Shape: ShapeRunner17, GitInfo: GitInfo{Protected: &yes}},
+		Steps:   script("true"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	keys := func(b []byte) map[string][]string {
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(b, &top); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]string{}
+		for k, v := range top {
+			out[""] = append(out[""], k)
+			var obj map[string]json.RawMessage
+			if k != "variables" && json.Unmarshal(v, &obj) == nil {
+				for ok := range obj {
+					out[k] = append(out[k], ok)
+				}
+				slices.Sort(out[k])
+			}
+		}
+		slices.Sort(out[""])
+		return out
+	}
+	got := keys([]byte(mustRead(t, a.ResponseFile)))
+	real := keys([]byte(mustRead(t, "../../executor/testdata/payload-runner-17.9.3.json")))
+	for _, obj := range []string{"job_info", "git_info", "runner_info"} {
+		if !slices.Equal(got[obj], real[obj]) {
+			t.Errorf("%s keys %v, Runner 17.9.3 writes %v", obj, got[obj], real[obj])
+		}
+	}
+	for _, k := range got[""] {
+		if !slices.Contains(real[""], k) {
+			t.Errorf("top-level key %q: Runner 17.9.3 does not write it", k)
+		}
+	}
+	// GitLab still told the job its ref is protected, in the variables.
+	var p struct {
+		Variables []Variable `json:"variables"`
+	}
+	if err := json.Unmarshal([]byte(mustRead(t, a.ResponseFile)), &p); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(p.Variables, func(v Variable) bool { return v.Key == "CI_COMMIT_REF_PROTECTED" }); i < 0 || p.Variables[i].Value != "true" {
+		t.Errorf("CI_COMMIT_REF_PROTECTED not GitLab's true: %+v", p.Variables)
 	}
 }

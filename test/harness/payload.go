@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -45,6 +46,75 @@ type Payload struct {
 	Hooks         []Hook         `json:"hooks,omitempty"`
 	Policy        PolicyOptions  `json:"policy_options"`
 	Suspend       SuspendOptions `json:"suspend_options"`
+
+	// Shape is the runner version whose JOB_RESPONSE_FILE this payload
+	// imitates: ShapeLatest (every field) or ShapeRunner17 (what Runner
+	// 17.9.3's job struct keeps). GitLab's side is the same either way:
+	// the predefined variables still say what GitLab knows.
+	Shape PayloadShape `json:"-"`
+}
+
+// PayloadShape names the runner versions whose payload the harness
+// writes. The runner re-encodes the payload from its own job struct, so a
+// field reaches the executor only if that runner version knows it.
+type PayloadShape string
+
+// Payload shapes.
+const (
+	// ShapeLatest has every field, as Runner 19.0 and later write.
+	ShapeLatest PayloadShape = ""
+	// ShapeRunner17 is Runner 17.9.3's common.JobResponse (the same as
+	// every runner before 18.3): job_info without project_full_path,
+	// pipeline_id, namespace_id, root_namespace_id, organization_id,
+	// instance_id and user_id; git_info without protected; no inputs,
+	// policy_options or suspend_options.
+	ShapeRunner17 PayloadShape = "17.9.3"
+)
+
+// runner17Fields are the keys Runner 17.9.3 writes, per object.
+var runner17Fields = map[string][]string{
+	"": {"id", "token", "allow_git_fetch", "job_info", "git_info", "runner_info", "variables", "steps", "image",
+		"services", "artifacts", "cache", "credentials", "dependencies", "features", "secrets", "hooks", "run"},
+	"job_info":    {"name", "stage", "project_id", "project_name", "time_in_queue_seconds", "project_jobs_running_on_instance_runners_count"},
+	"git_info":    {"repo_url", "repo_object_format", "ref", "sha", "before_sha", "ref_type", "refspecs", "depth"},
+	"runner_info": {"timeout"},
+}
+
+// MarshalJSON writes the payload in its Shape.
+func (p Payload) MarshalJSON() ([]byte, error) {
+	type plain Payload
+	b, err := json.Marshal(plain(p))
+	if err != nil || p.Shape == ShapeLatest {
+		return b, err
+	}
+	if p.Shape != ShapeRunner17 {
+		return nil, fmt.Errorf("unknown payload shape %q", p.Shape)
+	}
+	return keepFields(b, "")
+}
+
+// keepFields drops the keys of a JSON object that Runner 17.9.3 does not
+// know, recursing into the objects runner17Fields lists.
+func keepFields(b []byte, object string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	keep := map[string]json.RawMessage{}
+	for _, k := range runner17Fields[object] {
+		v, ok := m[k]
+		if !ok {
+			continue
+		}
+		if _, nested := runner17Fields[k]; nested && object == "" {
+			var err error
+			if v, err = keepFields(v, k); err != nil {
+				return nil, err
+			}
+		}
+		keep[k] = v
+	}
+	return json.Marshal(keep)
 }
 
 // JobInfo is spec.JobInfo. The ids are set by GitLab and not overridable
@@ -63,6 +133,12 @@ type JobInfo struct {
 	InstanceUUID    string `json:"instance_uuid"`
 	UserID          int64  `json:"user_id"`
 	ScopedUserID    *int64 `json:"scoped_user_id,omitempty"`
+
+	// Queue metrics GitLab reports; every runner passes the first two.
+	TimeInQueueSeconds                       float64 `json:"time_in_queue_seconds"`
+	ProjectJobsRunningOnInstanceRunnersCount string  `json:"project_jobs_running_on_instance_runners_count"`
+	QueueSize                                int64   `json:"queue_size"`
+	QueueDepth                               int64   `json:"queue_depth"`
 }
 
 // GitInfo is spec.GitInfo. Protected is null before GitLab 18.3.

@@ -6,9 +6,11 @@
 package identityenv
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +18,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakegitlab"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 )
@@ -42,6 +46,16 @@ type Env struct {
 	// AppPolicy is the access policy on "default" whose client list app
 	// mode maintains (with Options.AppMode).
 	AppPolicy string
+
+	runnerKey *fakeokta.ClientKey
+}
+
+// RunnerAppKeys is the runner app's public key registered under kid, for
+// re-registering the app (AddClient) with other settings or another kid.
+func (e *Env) RunnerAppKeys(kid string) jose.JSONWebKeySet {
+	pub := e.runnerKey.Public()
+	pub.KeyID = kid
+	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}
 }
 
 // More names of the world.
@@ -55,8 +69,7 @@ const (
 type Options struct {
 	// Lifetime is Okta's access-policy token lifetime.
 	Lifetime time.Duration
-	// RSA gives the runner app an RSA key (app mode needs one: the Okta
-	// SDK authenticates only with RSA) instead of EC P-256.
+	// RSA gives the runner app an RSA key instead of EC P-256.
 	RSA bool
 	// DPoPApp registers DPoPClientID, DPoP-bound, for dpop-mode rules.
 	DPoPApp bool
@@ -70,7 +83,8 @@ type Options struct {
 }
 
 // Start starts both servers and registers the runner's app with an EC P-256
-// key: scopes ci:read and ci:write on "default", deploy:prod on ProdServer,
+// key: scopes ci:read, ci:write, artifacts:read and artifacts:write on
+// "default", deploy:prod on ProdServer,
 // tokens living lifetime (Okta's own access-policy lifetime).
 func Start(t testing.TB, lifetime time.Duration) *Env {
 	return StartWith(t, Options{Lifetime: lifetime})
@@ -95,17 +109,19 @@ func StartWith(t testing.TB, o Options) *Env {
 	if o.RSA {
 		alg = jose.RS256
 	}
-	key, keyFile := clientKey(t, KeyID, alg)
+	key, keyFile := ClientKey(t, KeyID, alg)
 	okta.AddClient(fakeokta.Client{ID: ClientID, Keys: key.JWKS()})
 	clients := []string{ClientID}
-	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile}
+	env := &Env{Okta: okta, GitLab: gl, KeyFile: keyFile, runnerKey: key}
 	if o.DPoPApp {
-		dkey, dfile := clientKey(t, DPoPKeyID, jose.ES256)
+		dkey, dfile := ClientKey(t, DPoPKeyID, jose.ES256)
 		okta.AddClient(fakeokta.Client{ID: DPoPClientID, Keys: dkey.JWKS(), DPoPBound: true})
 		clients = append(clients, DPoPClientID)
 		env.DPoPKeyFile = dfile
 	}
-	for id, scopes := range map[string][]string{"default": {"ci:read", "ci:write"}, ProdServer: {"deploy:prod"}} {
+	// artifacts:* are the README policy examples' default-server scopes
+	// (AddReadmeServers adds their production server).
+	for id, scopes := range map[string][]string{"default": {"ci:read", "ci:write", "artifacts:read", "artifacts:write"}, ProdServer: {"deploy:prod"}} {
 		okta.AddAuthServer(id)
 		okta.AddScopes(id, scopes...)
 		if err := okta.AddPolicy(id, fakeokta.Policy{Name: "runners", Clients: clients, Scopes: scopes, Lifetime: lifetime}); err != nil {
@@ -124,8 +140,9 @@ func StartWith(t testing.TB, o Options) *Env {
 	return env
 }
 
-// clientKey makes an app key and writes its private half as PKCS#8 PEM.
-func clientKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) (*fakeokta.ClientKey, string) {
+// ClientKey makes an app key and writes its private half as PKCS#8 PEM
+// (0600) in a test temp dir; it returns the key and the file.
+func ClientKey(t testing.TB, kid string, alg jose.SignatureAlgorithm) (*fakeokta.ClientKey, string) {
 	t.Helper()
 	key, err := fakeokta.NewClientKey(kid, alg)
 	if err != nil {
@@ -150,6 +167,12 @@ func (e *Env) DPoPSection() string {
 // SettingsTOML returns the [okta] and [gitlab] sections (dev mode: plain
 // http on loopback) with extra lines appended to [okta]. The caller adds
 // dev_mode = true at the top level and the [policy].
+//
+// A loopback URL is not an Okta URL, so the executor discovers the fake's
+// endpoints from its (Okta-shaped) metadata; the fake, like Okta, wants
+// every client assertion addressed to the endpoint called, which the
+// settings say with assertion_audience = "endpoint", as an operator of an
+// Okta org behind a custom domain would.
 func (e *Env) SettingsTOML(oktaExtra string) string {
 	return fmt.Sprintf(`
 [okta]
@@ -157,6 +180,7 @@ org_url = %q
 client_id = %q
 private_key_file = %q
 key_id = %q
+assertion_audience = "endpoint"
 %s
 
 [gitlab]
@@ -168,3 +192,23 @@ id_token_variables = [%q]
 
 // Issuer returns the issuer URL of an authorization server.
 func (e *Env) Issuer(id string) string { return e.Okta.URL() + "/oauth2/" + id }
+
+// Introspect asks the fake Okta, authenticated as the runner's app, whether
+// token is active at the authorization server issuer (RFC 7662), through
+// the executor's own Okta client.
+func (e *Env) Introspect(ctx context.Context, issuer, token string) (bool, error) {
+	pemBytes, err := os.ReadFile(e.KeyFile)
+	if err != nil {
+		return false, err
+	}
+	key, err := okta.LoadPrivateKey(pemBytes)
+	if err != nil {
+		return false, err
+	}
+	c, err := okta.New(okta.Config{ClientID: ClientID, Key: key, KeyID: KeyID,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second}})
+	if err != nil {
+		return false, err
+	}
+	return c.Introspect(ctx, issuer, identity.Secret(token))
+}
