@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,28 +33,43 @@ func (d *Doctor) oktaChecks(ctx context.Context) []Result {
 	return out
 }
 
-// checkDiscovery fetches the authorization server's metadata and checks
-// that it names the issuer the executor uses.
+// checkDiscovery reads the authorization server's metadata now (no
+// cache) with the resolver the stages use. When the settings use discovery
+// (servers other than Okta, or okta.discovery = true) the metadata must be
+// reachable and usable, since every job resolves its endpoints from it.
+// For Okta URLs, whose endpoints follow the fixed {issuer}/v1/... layout,
+// the metadata must agree with that layout (okta.LayoutMismatches): a
+// difference means the executor calls URLs the server does not publish.
 func (d *Doctor) checkDiscovery(ctx context.Context, issuer string) Result {
 	name := "okta.discovery " + issuer
-	var meta struct {
-		Issuer        string `json:"issuer"`
-		TokenEndpoint string `json:"token_endpoint"`
+	discovery := &okta.Discovery{HTTPClient: d.HTTP}
+	eps, err := discovery.Endpoints(ctx, issuer)
+	if d.Settings.Identity.UsesDiscovery() {
+		if err != nil {
+			return fail(name, "check okta.issuer (the server's issuer identifier, exactly) and that the server publishes RFC 8414 or OpenID metadata; jobs cannot reach the server without it",
+				"%v", err)
+		}
+		if !slices.Contains(eps.AuthMethods, "private_key_jwt") && len(eps.AuthMethods) > 0 {
+			return fail(name, "enable private_key_jwt client authentication on the server",
+				"token_endpoint_auth_methods_supported is %s: no private_key_jwt", strings.Join(eps.AuthMethods, " "))
+		}
+		return pass(name, "discovered token endpoint %s (revocation %s)", eps.Token, orNone(eps.Revocation))
 	}
-	url := issuer + "/.well-known/oauth-authorization-server"
-	if err := getJSON(ctx, d.HTTP, url, &meta); err != nil {
-		fix := "check okta.org_url and the authorization server id (Security > API > Authorization Servers)"
-		return fail(name, fix, "%v", err)
+	if err != nil {
+		return fail(name, "check okta.org_url and the authorization server id (Security > API > Authorization Servers)", "%v", err)
 	}
-	switch {
-	case trimSlash(meta.Issuer) != issuer:
-		return fail(name, "set okta.org_url / okta.issuer so the issuer is exactly "+meta.Issuer,
-			"the server's issuer is %q, not %q: its tokens would not verify where the issuer is checked", meta.Issuer, issuer)
-	case meta.TokenEndpoint != issuer+"/v1/token":
-		return warn(name, "check the authorization server's issuer setting",
-			"token_endpoint is %q, the executor calls %s/v1/token", meta.TokenEndpoint, issuer)
+	if diffs := okta.LayoutMismatches(issuer, eps); len(diffs) > 0 {
+		return fail(name, "if this is not an Okta org, set okta.discovery = true so the executor calls what the server publishes",
+			"the server's metadata differs from Okta's fixed layout the executor uses: %s", strings.Join(diffs, "; "))
 	}
-	return pass(name, "metadata names issuer %s", issuer)
+	return pass(name, "metadata names issuer %s and Okta's endpoints", issuer)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func (d *Doctor) lifetimeOf(r *identity.Rule) time.Duration {
@@ -148,7 +164,11 @@ func (d *Doctor) checkLifetime(r *identity.Rule, tok identity.Token) Result {
 func tokenFailure(name, mode, client, issuer string, scopes []string, err error) Result {
 	var oe *okta.OAuthError
 	var ue *okta.UnavailableError
+	var de *okta.DiscoveryError
 	switch {
+	case errors.As(err, &de):
+		return fail(name, "fix the okta.discovery check of "+de.Issuer+" first: the token endpoint comes from that server's metadata",
+			"no token endpoint: %v", err)
 	case errors.As(err, &ue):
 		return fail(name, "check this host's route (and proxy) to Okta; doctor retries like prepare does", "Okta did not answer: %v", err)
 	case !errors.As(err, &oe):

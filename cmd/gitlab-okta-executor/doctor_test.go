@@ -50,6 +50,24 @@ func busyboxImage(t *testing.T) string {
 	return busyboxRef
 }
 
+// imageWithFileAt builds (once per content) an image from base with a
+// regular file at path, where the token's tmpfs directory would go.
+func imageWithFileAt(t *testing.T, base, path string) string {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ref, err := testimages.Build(ctx, cli, "gitlab-okta-executor-test/file-at", fmt.Sprintf("FROM %s\nRUN echo not-a-directory > %s\n", base, path))
+	if err != nil {
+		t.Fatalf("building an image with a file at %s: %v", path, err)
+	}
+	return ref
+}
+
 // doctorWorld is a settings file over the fake Okta and GitLab, a state
 // directory and the real Docker engine.
 type doctorWorld struct {
@@ -208,8 +226,9 @@ func TestDoctorAllPass(t *testing.T) {
 	r.want(t, "state_dir", preflight.Pass, "mode 700")
 	r.want(t, "okta.private_key_file", preflight.Pass, `signs ES256 with kid "runner-key-1"`)
 	r.want(t, "okta.dpop.private_key_file", preflight.Pass, "0600")
-	r.want(t, "okta.discovery "+w.env.Issuer("default"), preflight.Pass, "metadata names issuer")
-	r.want(t, "okta.discovery "+w.env.Issuer(identityenv.ProdServer), preflight.Pass, "metadata names issuer")
+	// A loopback server is not an Okta URL: its endpoints are discovered.
+	r.want(t, "okta.discovery "+w.env.Issuer("default"), preflight.Pass, "discovered token endpoint "+w.env.Issuer("default")+"/v1/token")
+	r.want(t, "okta.discovery "+w.env.Issuer(identityenv.ProdServer), preflight.Pass, "discovered token endpoint "+w.env.Issuer(identityenv.ProdServer)+"/v1/token")
 	r.want(t, `okta.token rule "read"`, preflight.Pass, "got Bearer with ci:read")
 	r.want(t, `okta.token rule "prod"`, preflight.Pass, "deploy:prod")
 	r.want(t, `okta.token rule "bound"`, preflight.Pass, "DPoP-bound token")
@@ -280,10 +299,14 @@ func TestDoctorDockerFailures(t *testing.T) {
 	})
 	t.Run("tmpfs refused", func(t *testing.T) {
 		w := newDoctorWorld(t, identityenv.Options{})
-		// runc refuses mounts inside /proc: the engine's own refusal.
-		w.okta += "\n[okta.delivery]\ntoken_file = \"/proc/gitlab-okta/token\""
+		// The settings accept /gitlab-okta (a top-level directory of its
+		// own), but this image has a regular file there: the engine
+		// itself refuses to mount a tmpfs over it. (A /proc path, the
+		// engine's other refusal, is now refused by settings validation.)
+		w.image = imageWithFileAt(t, w.image, "/gitlab-okta")
+		w.okta += "\n[okta.delivery]\ntoken_file = \"/gitlab-okta/token\""
 		r := w.run()
-		r.want(t, "docker.tmpfs", preflight.Fail, "starting a container with a tmpfs at /proc/gitlab-okta")
+		r.want(t, "docker.tmpfs", preflight.Fail, "starting a container with a tmpfs at /gitlab-okta")
 	})
 }
 
@@ -363,6 +386,16 @@ func TestDoctorHostFailures(t *testing.T) {
 }
 
 func TestDoctorOktaFailures(t *testing.T) {
+	t.Run("Okta's fixed layout (discovery = false) checked against the metadata", func(t *testing.T) {
+		t.Parallel()
+		w := newDoctorWorld(t, identityenv.Options{})
+		w.okta += "\ndiscovery = false"
+		w.rules = doctorRule("nowhere", "scopes = [\"ci:read\"]\nauthorization_server = \"ausnope\"") +
+			doctorRule("read", "scopes = [\"ci:read\"]")
+		r := w.run()
+		r.want(t, "okta.discovery "+w.env.Issuer("default"), preflight.Pass, "metadata names issuer "+w.env.Issuer("default")+" and Okta's endpoints")
+		r.want(t, "okta.discovery "+w.env.Issuer("ausnope"), preflight.Fail, "— check okta.org_url and the authorization server id")
+	})
 	t.Run("unknown authorization server and scope", func(t *testing.T) {
 		t.Parallel()
 		w := newDoctorWorld(t, identityenv.Options{})
@@ -372,7 +405,8 @@ func TestDoctorOktaFailures(t *testing.T) {
 		if r.code != 1 {
 			t.Errorf("exit %d", r.code)
 		}
-		r.want(t, "okta.discovery "+w.env.Issuer("ausnope"), preflight.Fail, "HTTP 404 — check okta.org_url and the authorization server id")
+		r.want(t, "okta.discovery "+w.env.Issuer("ausnope"), preflight.Fail, "no metadata document found (404 from")
+		r.want(t, "okta.discovery "+w.env.Issuer("ausnope"), preflight.Fail, "— check okta.issuer")
 		r.want(t, `okta.token rule "admin"`, preflight.Fail, "invalid_scope")
 		r.want(t, `okta.token rule "admin"`, preflight.Fail, "create scope(s) ci:admin on "+w.env.Issuer("default"))
 		r.want(t, `okta.token rule "nowhere"`, preflight.Fail, "")

@@ -55,8 +55,9 @@ with --strict), 2 the command could not run.
 
 Live preflight of everything the settings name: the Docker engine, the
 runner binary, the state directory and audit log, the signing keys, every
-authorization server the policy uses (a real token per rule, minted and
-revoked at once, audited as "doctor"), DPoP and app mode, and GitLab's
+authorization server the policy uses (its metadata: discovered endpoints,
+or for Okta URLs the fixed {issuer}/v1/... layout; a real token per rule,
+minted and revoked at once, audited as "doctor"), DPoP and app mode, and GitLab's
 ID-token keys. One line per check:
 
   PASS|WARN|FAIL name: detail — what to do
@@ -82,10 +83,11 @@ command could not run (for instance an invalid settings file: run check).
       directory runs every *.toml in it. Exit status 1 when a case fails.
 
   policy lint --settings FILE
-      Shadowed rules, globs that match anything, claims older runners never
-      pass, scopes leaking to unprotected refs, a gitlab.audience that does
-      not single out this executor; each with its line. Exit status 1 when
-      there is a finding.
+      Shadowed rules, globs that match anything, rules binding claims older
+      runners' payloads lack without require_id_token (the config stage's
+      warning), scopes leaking to unprotected refs, a gitlab.audience that
+      does not single out this executor; each with its line. Exit status 1
+      when there is a finding.
 `,
 	"dpop-proof": `usage: gitlab-okta-executor dpop-proof --url URL [--method GET] [--nonce N] [--key-file F] [--token-file F]
 

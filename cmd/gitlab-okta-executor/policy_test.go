@@ -71,7 +71,7 @@ func TestPolicyTestReportsFailures(t *testing.T) {
 		`FAIL testdata/policy/failing.test.toml: expects the wrong rule: got rule "publish" grants artifacts:write (mode token); want rule "read"`,
 		`FAIL testdata/policy/failing.test.toml: expects a denial that does not happen: got rule "read" grants artifacts:read (mode token); want denied`,
 		`PASS testdata/policy/failing.test.toml: expects the right rule: rule "read" grants artifacts:read (mode token)`,
-		`       pass  ref_protected: "true" equals "true"`,
+		`       pass  ref_protected is "true" (source: id_token), matches "true"`,
 		"policy test: 1 passed, 2 failed (1 files)",
 	} {
 		if !strings.Contains(got, want) {
