@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,45 +12,64 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
-// newerRunnerClaimWarnings lists, one line per rule, the rules without
-// require_id_token that bind claims only newer runners put in the job
-// payload: under older runners such a rule matches only jobs whose
-// verified ID token carries those claims (or, where the operator opted in,
-// GitLab's predefined variables).
-func newerRunnerClaimWarnings(s *Settings) []string {
-	var lines []string
-	for _, r := range s.Policy.Rules {
+// NewerRunnerClaimFindings are the rules without require_id_token that
+// bind claims only newer runners put in the job payload, one finding per
+// rule (Key "bound_claims"): under older runners such a rule
+// matches only jobs whose verified ID token carries those claims, or,
+// where the operator opted in (gitlab.predefined_variable_claims), whose
+// GitLab predefined variable does. The config stage warns with them once
+// per settings file and `check`/`policy lint` report them: one wording.
+func NewerRunnerClaimFindings(s *Settings) []identity.LintFinding {
+	var out []identity.LintFinding
+	for i, r := range s.Policy.Rules {
 		if r.RequireIDToken {
 			continue
 		}
-		var claims []string
-		for name := range r.BoundClaims {
-			if since := identity.PayloadSince(name); since != "" {
-				c := fmt.Sprintf("%s (GitLab Runner %s+", name, since)
-				if slices.Contains(s.GitLab.PredefinedVariableClaims, name) {
-					c += ", or predefined_variable"
-				}
-				claims = append(claims, c+")")
+		var claims, notOptedIn []string
+		for _, name := range slices.Sorted(maps.Keys(r.BoundClaims)) {
+			since := identity.PayloadSince(name)
+			if since == "" {
+				continue
 			}
+			c := fmt.Sprintf("%s (GitLab Runner %s+", name, since)
+			switch {
+			case slices.Contains(s.GitLab.PredefinedVariableClaims, name):
+				c += ", or predefined_variable"
+			case predefinedVariables[name] != "":
+				notOptedIn = append(notOptedIn, name)
+			}
+			claims = append(claims, c+")")
 		}
 		if len(claims) == 0 {
 			continue
 		}
-		slices.Sort(claims)
-		lines = append(lines, fmt.Sprintf("policy rule %q binds %s without require_id_token: under older runners the job payload lacks them and the rule matches only jobs whose verified ID token carries them; bind project_id, or set require_id_token = true and have jobs declare an ID token",
-			r.Name, strings.Join(claims, ", ")))
+		msg := fmt.Sprintf("binds %s without require_id_token: under older runners the job payload lacks them and the rule matches only jobs whose verified ID token carries them; bind project_id, or set require_id_token = true and have jobs declare an ID token",
+			strings.Join(claims, ", "))
+		if len(notOptedIn) > 0 {
+			vars := make([]string, len(notOptedIn))
+			for k, n := range notOptedIn {
+				vars[k] = predefinedVariables[n]
+			}
+			them := "it"
+			if len(notOptedIn) > 1 {
+				them = "them"
+			}
+			msg += fmt.Sprintf(" (older runners do not supply %s from GitLab's %s unless gitlab.predefined_variable_claims lists %s; off by default)",
+				strings.Join(notOptedIn, ", "), strings.Join(vars, ", "), them)
+		}
+		out = append(out, identity.LintFinding{Index: i, Rule: r.Name, Key: "bound_claims", Message: msg})
 	}
-	return lines
+	return out
 }
 
-// warnNewerRunnerClaims shows newerRunnerClaimWarnings once per settings
+// warnNewerRunnerClaims shows NewerRunnerClaimFindings once per settings
 // file content: the first config stage to create the marker
 // state_dir/warned/<settings digest> prints them (to the job log and the
 // executor log), every later one stays quiet. O_EXCL makes that exactly
 // one process even when several jobs start at once.
 func (s *Stages) warnNewerRunnerClaims() {
-	lines := newerRunnerClaimWarnings(s.Settings)
-	if len(lines) == 0 || s.Settings.Digest() == "" {
+	findings := NewerRunnerClaimFindings(s.Settings)
+	if len(findings) == 0 || s.Settings.Digest() == "" {
 		return
 	}
 	dir := filepath.Join(s.Settings.StateDir, "warned")
@@ -66,7 +86,8 @@ func (s *Stages) warnNewerRunnerClaims() {
 		return
 	}
 	f.Close()
-	for _, l := range lines {
+	for _, f := range findings {
+		l := fmt.Sprintf("policy rule %q %s", f.Rule, f.Message)
 		fmt.Fprintf(s.Stderr, "WARNING: %s (shown once for these settings)\n", l)
 		if s.Settings.LogFile != "" { // else the executor log is this job log
 			s.Log.Warn(l, "settings", s.Settings.path)

@@ -60,7 +60,8 @@ func TestConfigWarnsOncePerSettingsFile(t *testing.T) {
 	}
 	want := `WARNING: policy rule "publish" binds project_path (GitLab Runner 18.5+), ref_protected (GitLab Runner 18.3+, or predefined_variable) without require_id_token: ` +
 		`under older runners the job payload lacks them and the rule matches only jobs whose verified ID token carries them; ` +
-		`bind project_id, or set require_id_token = true and have jobs declare an ID token (shown once for these settings)`
+		`bind project_id, or set require_id_token = true and have jobs declare an ID token ` +
+		`(older runners do not supply project_path from GitLab's CI_PROJECT_PATH unless gitlab.predefined_variable_claims lists it; off by default) (shown once for these settings)`
 	if len(all) != 1 || all[0] != want {
 		t.Fatalf("%d jobs printed warnings %q, want exactly one:\n%s", jobs, all, want)
 	}

@@ -184,12 +184,7 @@ func (m *IdentityManager) NeedsRefresh(st *JobState) bool {
 
 // Grant implements Identity.
 func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, save func() error) error {
-	claims := identity.ClaimsFromJob(identity.JobFacts{
-		JobID: p.ID, ProjectID: p.JobInfo.ProjectID, NamespaceID: p.JobInfo.NamespaceID,
-		RootNamespaceID: p.JobInfo.RootNamespaceID, PipelineID: p.JobInfo.PipelineID, UserID: p.JobInfo.UserID,
-		ProjectPath: p.JobInfo.ProjectFullPath, Ref: p.GitInfo.Ref, RefType: p.GitInfo.RefType, SHA: p.GitInfo.Sha,
-		Protected: p.Protected(),
-	})
+	claims := PayloadClaims(p)
 	if raw, name := m.idToken(p); raw != "" {
 		if m.Verifier == nil {
 			return errors.New("verifying the job's ID token: [gitlab] is not configured")
@@ -211,10 +206,12 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		}
 		fmt.Fprintf(m.JobLog, "Verified GitLab ID token from %s\n", name)
 	}
-	m.addPredefined(p, claims)
+	for _, name := range AddPredefinedClaims(m.Settings, p, claims) {
+		m.Log.Debug("predefined variable claim unknown", "claim", name, "variable", predefinedVariables[name])
+	}
 	st.ClaimSources = m.claimSources(claims)
 
-	decision, err := m.Settings.Policy.EvaluateOn(claims, identity.RunnerFacts{Version: p.Runner.Version, Passes: p.Passes})
+	decision, err := m.Settings.Policy.EvaluateOn(claims, p.RunnerFacts())
 	var denial *identity.DenialError
 	if errors.As(err, &denial) {
 		for _, line := range denial.Lines() {
@@ -255,22 +252,25 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 	return m.issue(ctx, st, save, identity.EventIssued)
 }
 
-// addPredefined adds the claims the operator accepts from GitLab's
+// AddPredefinedClaims adds the claims the operator accepts from GitLab's
 // predefined variables (gitlab.predefined_variable_claims) where neither
-// the payload nor a verified ID token has them. A value that is not of the
-// claim's form (an id, "true"/"false") is left out: unknown.
-func (m *IdentityManager) addPredefined(p *Payload, claims identity.Claims) {
-	for _, name := range m.Settings.GitLab.PredefinedVariableClaims {
+// the payload nor a verified ID token has them, as prepare does before
+// evaluating the policy. A value that is not of the claim's form (an id,
+// "true"/"false"), or a key whose entries disagree, is left out: unknown.
+// It returns the opted-in claims it had to leave unknown.
+func AddPredefinedClaims(s *Settings, p *Payload, claims identity.Claims) (unknown []string) {
+	for _, name := range s.GitLab.PredefinedVariableClaims {
 		if _, ok := claims[name]; ok {
 			continue
 		}
 		v, ok := p.Predefined(predefinedVariables[name])
 		if !ok || !wellFormedClaim(name, v) {
-			m.Log.Debug("predefined variable claim unknown", "claim", name, "variable", predefinedVariables[name], "present", ok)
+			unknown = append(unknown, name)
 			continue
 		}
 		claims.AddPredefined(name, v)
 	}
+	return unknown
 }
 
 // wellFormedClaim checks a predefined variable's value against its claim.

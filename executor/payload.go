@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // Payload is the part of JOB_RESPONSE_FILE the executor reads. Field names
@@ -110,6 +112,13 @@ func LoadPayload(file string) (*Payload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading job payload: %w", err)
 	}
+	return ParsePayload(b, file)
+}
+
+// ParsePayload parses and checks the content of a JOB_RESPONSE_FILE; name
+// is for messages. The keys present in job_info and git_info are recorded
+// (Passes, Shape), as the runner that wrote the file knew them.
+func ParsePayload(b []byte, file string) (*Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("parsing job payload %s: %w", file, err)
@@ -167,6 +176,12 @@ var payloadFields = map[string]string{
 func (p *Payload) Passes(claim string) bool {
 	f, ok := payloadFields[claim]
 	return !ok || p.fields[f]
+}
+
+// RunnerFacts is what the policy is told of the runner that wrote the
+// payload, for explaining a claim its payload lacks.
+func (p *Payload) RunnerFacts() identity.RunnerFacts {
+	return identity.RunnerFacts{Version: p.Runner.Version, Passes: p.Passes}
 }
 
 // Shape names the runner versions whose payload has this payload's

@@ -1,8 +1,6 @@
 package executor
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -13,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/docker/go-units"
 
@@ -123,26 +120,10 @@ var runnerIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 // LoadSettings reads, defaults and validates the settings file. Every
 // problem is reported at once.
 func LoadSettings(file string) (*Settings, error) {
-	s := &Settings{path: file}
-	raw, err := os.ReadFile(file)
+	s, problems, err := decodeSettings(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading settings %s: %w", file, err)
+		return nil, err
 	}
-	sum := sha256.Sum256(raw)
-	s.digest = hex.EncodeToString(sum[:])
-	md, err := toml.Decode(string(raw), s)
-	if err != nil {
-		return nil, fmt.Errorf("reading settings %s: %w", file, err)
-	}
-	var problems []error
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
-		}
-		problems = append(problems, fmt.Errorf("unknown settings: %s", strings.Join(keys, ", ")))
-	}
-	s.applyDefaults()
 	if err := s.Validate(); err != nil {
 		problems = append(problems, err)
 	}

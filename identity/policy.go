@@ -402,28 +402,20 @@ func (r *Rule) evaluate(c Claims, runner RunnerFacts) (RuleResult, error) {
 		return "; " + strings.Join(checked, ", ") + " matched"
 	}
 	for _, name := range sortedKeys(r.BoundClaims) {
-		want := r.BoundClaims[name]
-		cl, ok := c[name]
+		ck, err := r.CheckClaim(name, c, runner)
+		if err != nil {
+			return res, err
+		}
 		res.Claim = name
-		switch {
-		case !ok:
-			res.Reason, res.brief = absentReason(name, c, runner)
+		if !ck.Pass {
+			res.Reason, res.brief = ck.Why, ck.brief
+			if ck.Present && r.RequireIDToken && !ck.Verified {
+				return res, nil // the source alone decides; nothing else is relevant
+			}
 			res.Reason += after()
 			return res, nil
-		case r.RequireIDToken && !cl.Verified:
-			res.Reason = fmt.Sprintf("%s has source %s but the rule requires a verified ID token", name, sourceName(cl.Source))
-			return res, nil
 		}
-		matched, err := matchAny(name, want, cl.Value)
-		if err != nil {
-			return res, fmt.Errorf("policy rule %q: bound claim %s: %w", r.Name, name, err)
-		}
-		if !matched {
-			res.Reason = fmt.Sprintf("%s is %s (source: %s), rule wants one of %s%s", name, shown(cl.Value), sourceName(cl.Source), shownList(want), after())
-			res.brief = fmt.Sprintf("%s is %s (%s; wants %s)", name, shown(cl.Value), sourceName(cl.Source), shownList(want))
-			return res, nil
-		}
-		checked = append(checked, name+" ("+sourceName(cl.Source)+")")
+		checked = append(checked, name+" ("+sourceName(ck.Source)+")")
 	}
 	res.Claim = ""
 	res.Matched = true
@@ -433,6 +425,62 @@ func (r *Rule) evaluate(c Claims, runner RunnerFacts) (RuleResult, error) {
 		res.Reason = "matched: " + strings.Join(checked, ", ")
 	}
 	return res, nil
+}
+
+// ClaimCheck is one bound claim of a rule checked against a job's claims.
+// Evaluate stops at a rule's first failing check; `policy explain` shows
+// them all. Both come from CheckClaim, so they cannot disagree.
+type ClaimCheck struct {
+	Claim string
+	Want  []string
+	// Present is false when the job has no such claim (unknown, never a
+	// match).
+	Present bool
+	// Value, Source and Verified are the job's claim.
+	Value, Source string
+	Verified      bool
+	Pass          bool
+	// Why is the reason over claim values only: on a failure exactly the
+	// job log's words for it.
+	Why string
+
+	// brief is Why in the one-line denial form ("" when the same).
+	brief string
+}
+
+// CheckClaim checks the bound claim name of r against c. A missing claim
+// fails (with what the runner facts say of it); under require_id_token a
+// claim that is not from a verified ID token fails whatever its value. The
+// error is for an invalid glob (Validate catches it first).
+func (r *Rule) CheckClaim(name string, c Claims, runner RunnerFacts) (ClaimCheck, error) {
+	want := r.BoundClaims[name]
+	cl, ok := c[name]
+	ck := ClaimCheck{Claim: name, Want: want, Present: ok, Value: cl.Value, Source: cl.Source, Verified: cl.Verified}
+	switch {
+	case !ok && r.RequireIDToken:
+		// Only a verified ID token could supply it: the payload's shape
+		// and the fixes for payload rules do not apply.
+		ck.Why = name + " is absent"
+		return ck, nil
+	case !ok:
+		ck.Why, ck.brief = absentReason(name, c, runner)
+		return ck, nil
+	case r.RequireIDToken && !cl.Verified:
+		ck.Why = fmt.Sprintf("%s has source %s but the rule requires a verified ID token", name, sourceName(cl.Source))
+		return ck, nil
+	}
+	pat, matched, err := matchWhich(name, want, cl.Value)
+	if err != nil {
+		return ck, fmt.Errorf("policy rule %q: bound claim %s: %w", r.Name, name, err)
+	}
+	if matched {
+		ck.Pass = true
+		ck.Why = fmt.Sprintf("%s is %s (source: %s), matches %s", name, shown(cl.Value), sourceName(cl.Source), shown(pat))
+		return ck, nil
+	}
+	ck.Why = fmt.Sprintf("%s is %s (source: %s), rule wants one of %s", name, shown(cl.Value), sourceName(cl.Source), shownList(want))
+	ck.brief = fmt.Sprintf("%s is %s (%s; wants %s)", name, shown(cl.Value), sourceName(cl.Source), shownList(want))
+	return ck, nil
 }
 
 // absentReason explains an absent claim: for one that only newer runners'
@@ -479,24 +527,26 @@ func (c Claims) hasVerified() bool {
 	return false
 }
 
-func matchAny(name string, patterns []string, value string) (bool, error) {
+// matchWhich returns the first of patterns that value matches: id claims
+// exactly, others as doublestar globs.
+func matchWhich(name string, patterns []string, value string) (string, bool, error) {
 	for _, pat := range patterns {
 		if pat == "" {
 			continue
 		}
 		if isIDClaim(name) {
 			if pat == value {
-				return true, nil
+				return pat, true, nil
 			}
 			continue
 		}
 		ok, err := doublestar.Match(pat, value)
 		if err != nil {
-			return false, fmt.Errorf("value %q is not a valid glob: %w", pat, err)
+			return "", false, fmt.Errorf("value %q is not a valid glob: %w", pat, err)
 		}
 		if ok {
-			return true, nil
+			return pat, true, nil
 		}
 	}
-	return false, nil
+	return "", false, nil
 }

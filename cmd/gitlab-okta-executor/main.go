@@ -24,6 +24,7 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor/docker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -31,15 +32,23 @@ var version = "dev"
 
 const usage = `usage: gitlab-okta-executor <command> [--settings FILE] [args]
 
-commands:
+runner stages (called by GitLab Runner):
   config     print the runner's config JSON (config_exec)
   prepare    create the job's containers and identity (prepare_exec)
   run        run a script: run [--settings FILE] <script> <sub-stage> (run_exec)
   cleanup    revoke the job's tokens, remove its containers (cleanup_exec)
+
+for the runner admin:
+  check      validate and lint a settings file, offline
+  doctor     check live that Docker, Okta and GitLab answer as the settings assume
+  policy     explain a job's decision, run policy tests, lint the policy
   reap       remove containers and credentials of jobs that are gone
-  dpop-proof print a DPoP proof for a request (inside dpop-mode jobs):
-             dpop-proof --method GET --url URL [--key-file F] [--token-file F]
+
+inside jobs:
+  dpop-proof print a DPoP proof for a request (dpop-mode jobs)
+
   version    print the version
+  help       help <command> prints a command's usage (so does <command> --help)
 `
 
 func main() {
@@ -54,6 +63,13 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return systemFailure
+	}
+	if cmd, ok := wantsHelp(args); ok {
+		if err := printHelp(stdout, cmd); err != nil {
+			fmt.Fprintf(stderr, "ERROR: %s\n", err)
+			return systemFailure
+		}
+		return 0
 	}
 	if args[0] == "dpop-proof" {
 		// Runs inside job containers: no settings, no Docker, its own
@@ -76,9 +92,13 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 // and system failures (the runner's, prepare is retried).
 func exitCodeFor(err error, buildFailure, systemFailure int) (int, string) {
 	var be *executor.BuildError
+	var failed *preflight.FailedError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0, ""
+	case errors.As(err, &failed):
+		// An admin command that printed its findings: 1, as linters do.
+		return 1, ""
 	case errors.As(err, &be):
 		if be.Err == nil {
 			// A script's own failure: its output already explains it.
@@ -94,6 +114,10 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	if cmd == "version" {
 		fmt.Fprintf(stdout, "gitlab-okta-executor %s\n", version)
 		return nil
+	}
+	switch cmd {
+	case "check", "doctor", "policy":
+		return dispatchPreflight(ctx, cmd, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 )
 
 func TestExitCodeFor(t *testing.T) {
@@ -24,6 +25,7 @@ func TestExitCodeFor(t *testing.T) {
 		{"job refused", fmt.Errorf("preparing: %w", executor.Buildf("image %q is not allowed", "x")), 11, `preparing: image "x" is not allowed`},
 		{"infrastructure", errors.New("creating job network: docker down"), 22, "creating job network: docker down"},
 		{"joined", errors.Join(errors.New("a"), errors.New("b")), 22, "a; b"},
+		{"admin command found problems", fmt.Errorf("check: %w", &preflight.FailedError{Summary: "2 problems"}), 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, msg := exitCodeFor(tc.err, 11, 22)

@@ -90,6 +90,7 @@ type mgmtState struct {
 	tokens   map[string]mgmtToken    // org-server access token -> grant
 	grants   map[string][]string     // client id -> okta.* scopes it may request
 	policies map[string]mgmtPolicyID // management policy id -> policy
+	noRole   map[string]bool         // client ids without an admin role (mgmt_roles.go)
 }
 
 type mgmtToken struct {
@@ -321,6 +322,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	annotate(w, "client_id", tok.clientID)
+	if !s.hasAdminRole(tok.clientID) {
+		writeManagementError(w, http.StatusForbidden, "E0000006", "You do not have permission to perform the requested action")
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/"), "/")
 	need := func(resource string) bool {
 		scope := "okta." + resource + ".manage"

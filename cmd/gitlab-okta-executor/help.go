@@ -1,0 +1,158 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// commandHelp is each command's usage, printed on stdout by
+// `<command> --help` and `help <command>`.
+var commandHelp = map[string]string{
+	"config": `usage: gitlab-okta-executor config [--settings FILE]
+
+The runner's config_exec stage: validates the settings and prints the
+runner's config JSON. It needs JOB_RESPONSE_FILE; to validate a settings
+file by hand use "check".
+`,
+	"prepare": `usage: gitlab-okta-executor prepare [--settings FILE]
+
+The runner's prepare_exec stage: pulls the job's image, creates its
+network, services and build container, and issues its Okta token.
+Called by GitLab Runner with JOB_RESPONSE_FILE set.
+`,
+	"run": `usage: gitlab-okta-executor run [--settings FILE] <script> <sub-stage>
+
+The runner's run_exec stage: runs one generated script in the build
+container, refreshing the job's token first when it is close to expiry.
+`,
+	"cleanup": `usage: gitlab-okta-executor cleanup [--settings FILE]
+
+The runner's cleanup_exec stage: revokes the job's tokens and removes its
+containers, network and state. Idempotent.
+`,
+	"reap": `usage: gitlab-okta-executor reap [--settings FILE] [--max-jobs N]
+
+Removes the containers, tokens and apps of jobs whose runner is gone
+(their timeout plus reap_grace has passed). Run it from a timer
+(configs/gitlab-okta-executor-reap.timer).
+
+  --max-jobs N   reap at most N jobs (0 = all)
+`,
+	"check": `usage: gitlab-okta-executor check [--settings FILE] [--strict]
+
+Validates a settings file offline, exactly as every stage loads it, and
+lints its policy. Prints every problem at once, one per line, then a
+summary. Needs no job payload and contacts nothing.
+
+Exit status: 0 valid (warnings allowed), 1 problems found (or warnings
+with --strict), 2 the command could not run.
+
+  --settings FILE   the settings file (default /etc/gitlab-okta-executor/settings.toml)
+  --strict          treat lint warnings as failures
+`,
+	"doctor": `usage: gitlab-okta-executor doctor [--settings FILE] [--json]
+
+Live preflight of everything the settings name: the Docker engine, the
+runner binary, the state directory and audit log, the signing keys, every
+authorization server the policy uses (its metadata: discovered endpoints,
+or for Okta URLs the fixed {issuer}/v1/... layout; a real token per rule,
+minted and revoked at once, audited as "doctor"), DPoP and app mode, and GitLab's
+ID-token keys. One line per check:
+
+  PASS|WARN|FAIL name: detail — what to do
+
+Never prints a secret. Exit status: 0 no FAIL, 1 any FAIL, 2 the
+command could not run (for instance an invalid settings file: run check).
+
+  --settings FILE   the settings file (default /etc/gitlab-okta-executor/settings.toml)
+  --json            one JSON object with every check, for automation
+`,
+	"policy": `usage: gitlab-okta-executor policy <explain|test|lint> [flags]
+
+  policy explain --settings FILE --payload job.json [--id-token-claims claims.json]
+      Which rule a job would get and why: the claims with their sources,
+      every rule with every bound claim's pass or fail, then the grant or
+      the denial exactly as the job log would show it. job.json is a
+      JOB_RESPONSE_FILE; claims.json the decoded claims of the job's GitLab
+      ID token, treated as verified.
+
+  policy test --settings FILE TESTS...
+      Runs policy test fixtures (TOML, see README "Policy tests"): one line
+      per case, the evaluation of each failed case, a summary line. A
+      directory runs every *.toml in it. Exit status 1 when a case fails.
+
+  policy lint --settings FILE
+      Shadowed rules, globs that match anything, rules binding claims older
+      runners' payloads lack without require_id_token (the config stage's
+      warning), scopes leaking to unprotected refs, a gitlab.audience that
+      does not single out this executor; each with its line. Exit status 1
+      when there is a finding.
+`,
+	"dpop-proof": `usage: gitlab-okta-executor dpop-proof --url URL [--method GET] [--nonce N] [--key-file F] [--token-file F]
+
+Inside a dpop-mode job: prints a fresh DPoP proof (RFC 9449) for one
+request, bound to the job's token (ath); send it as the DPoP header next
+to "Authorization: DPoP <token>", a new proof per request.
+
+  --url URL        the URL the request is sent to (required)
+  --method M       its HTTP method (default GET)
+  --nonce N        the DPoP-Nonce the resource server asked for, if any
+  --key-file F     the job's DPoP key (default $OKTA_DPOP_KEY_FILE)
+  --token-file F   the job's access token (default $OKTA_ACCESS_TOKEN_FILE)
+`,
+	"version": `usage: gitlab-okta-executor version
+
+Prints the version.
+`,
+	"help": `usage: gitlab-okta-executor help [command]
+
+Prints the usage of a command, or the list of commands.
+`,
+}
+
+// isHelpFlag reports -h, -help and --help.
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// wantsHelp reports a request for help: `help [cmd]`, `--help`, or a help
+// flag anywhere in a command's arguments. It returns the command whose
+// usage to print ("" for the list).
+func wantsHelp(args []string) (string, bool) {
+	switch {
+	case len(args) == 0:
+		return "", false
+	case args[0] == "help":
+		if len(args) > 1 && isHelpFlag(args[1]) {
+			return "help", true
+		}
+		if len(args) > 1 {
+			return args[1], true
+		}
+		return "", true
+	case isHelpFlag(args[0]):
+		return "", true
+	}
+	for _, a := range args[1:] {
+		if a == "--" {
+			break
+		}
+		if isHelpFlag(a) {
+			return args[0], true
+		}
+	}
+	return "", false
+}
+
+// printHelp writes a command's usage; an unknown command is an error.
+func printHelp(w io.Writer, cmd string) error {
+	if cmd == "" {
+		fmt.Fprint(w, usage)
+		return nil
+	}
+	h, ok := commandHelp[cmd]
+	if !ok {
+		return fmt.Errorf("unknown command %q\n%s", cmd, strings.TrimRight(usage, "\n"))
+	}
+	fmt.Fprint(w, h)
+	return nil
+}

@@ -1,0 +1,178 @@
+# Generates the broken-*.toml and lint-*.toml inputs of TestCheckGolden from
+# one valid base: each file gets one key wrong. Run: python3 gen.py
+# @KEYDIR@ is replaced by the test with a directory holding okta-key.pem
+# (RSA, 0600) and okta-key-0644.pem (the same key, world-readable).
+import collections
+
+def base():
+    s = collections.OrderedDict()
+    s[""] = [("runner_id", '"ci-1"'), ("state_dir", '"/var/lib/gitlab-okta-executor"')]
+    s["docker"] = [("default_image", '"debian:bookworm"')]
+    s["okta"] = [("org_url", '"https://example.okta.com"'), ("client_id", '"0oa1"'),
+                 ("private_key_file", '"@KEYDIR@/okta-key.pem"'), ("key_id", '"k1"')]
+    s["gitlab"] = [("url", '"https://gitlab.example.com"'), ("audience", '"https://ci-1.example.com/gitlab-okta-executor"'),
+                   ("id_token_variables", '["OKTA_EXECUTOR_ID_TOKEN"]')]
+    s["policy"] = [("on_no_match", '"fail"')]
+    s["[policy.rules]"] = [("name", '"read"'), ("require_id_token", "true"), ("scopes", '["artifacts:read"]')]
+    s["policy.rules.bound_claims"] = [("project_path", '["platform/api"]')]
+    return s
+
+def render(s, extra=""):
+    out = []
+    for sec, kvs in s.items():
+        if sec.startswith("["):
+            out.append("[" + sec + "]")
+        elif sec:
+            out.append("[" + sec + "]")
+        for k, v in kvs:
+            out.append(f"{k} = {v}")
+        out.append("")
+    return "\n".join(out) + extra
+
+def setkey(s, sec, key, val):
+    kvs = s.setdefault(sec, [])
+    for i, (k, _) in enumerate(kvs):
+        if k == key:
+            if val is None:
+                del kvs[i]
+            else:
+                kvs[i] = (k, val)
+            return
+    if val is not None:
+        kvs.append((key, val))
+
+cases = [
+    ("runner_id", "", "runner_id", '"CI Runner"'),
+    ("state_dir", "", "state_dir", '"state"'),
+    ("log_level", "", "log_level", '"loud"'),
+    ("builds_dir", "", "builds_dir", '"/"'),
+    ("cache_dir", "", "cache_dir", '"cache"'),
+    ("reap_grace", "", "reap_grace", '"soon"'),
+    ("unknown_key", "", "colour", '"blue"'),
+    ("docker-pull_policy", "docker", "pull_policy", '["sometimes"]'),
+    ("docker-allowed_pull_policies", "docker", "allowed_pull_policies", '["maybe"]'),
+    ("docker-allowed_images", "docker", "allowed_images", '["[debian"]'),
+    ("docker-privileged", "docker", "privileged", "true"),
+    ("docker-memory", "docker", "memory", '"lots"'),
+    ("docker-cpus", "docker", "cpus", '"-1"'),
+    ("docker-cap_add", "docker", "cap_add", '["ALL"]'),
+    ("docker-volumes", "docker", "volumes", '["/a:/b:rx"]'),
+    ("docker-devices", "docker", "devices", '["/tmp/x"]'),
+    ("docker-runner_binary", "docker", "runner_binary", '"/nonexistent/gitlab-runner"'),
+    ("docker-service_wait_timeout", "docker", "service_wait_timeout", '"-1s"'),
+    ("okta-org_url", "okta", "org_url", '"http://example.okta.com"'),
+    ("okta-issuer", "okta", "issuer", '"https://example.okta.com"'),
+    ("okta-authorization_server_id", "okta", "authorization_server_id", '"aus/1"'),
+    ("okta-client_id", "okta", "client_id", None),
+    ("okta-private_key_file", "okta", "private_key_file", '"@KEYDIR@/missing.pem"'),
+    ("okta-private_key_file-mode", "okta", "private_key_file", '"@KEYDIR@/okta-key-0644.pem"'),
+    ("okta-key_id", "okta", "key_id", '""'),
+    ("okta-key_algorithm", "okta", "key_algorithm", '"HS256"'),
+    ("okta-key_algorithm-mismatch", "okta", "key_algorithm", '"ES256"'),
+    ("okta-default_lifetime", "okta", "default_lifetime", '"1m"'),
+    ("okta-refresh_margin", "okta", "refresh_margin", '"20m"'),
+    ("okta-http_timeout", "okta", "http_timeout", '"-1s"'),
+    ("okta-audit_log", "okta", "audit_log", '"audit.log"'),
+    ("okta-delivery-token_file", "okta.delivery", "token_file", '"/token"'),
+    ("okta-delivery-env_prefix", "okta.delivery", "env_prefix", '"okta"'),
+    ("okta-dpop", "okta.dpop", "client_id", '"0oa_dpop"'),
+    ("okta-apps-max_concurrent", "okta.apps", "max_concurrent", "5000"),
+    ("okta-apps-name_prefix", "okta.apps", "name_prefix", '"jobs-"'),
+    ("gitlab-url", "gitlab", "url", '"ftp://gitlab.example.com"'),
+    ("gitlab-audience", "gitlab", "audience", None),
+    ("gitlab-id_token_variables", "gitlab", "id_token_variables", "[]"),
+    ("policy-on_no_match", "policy", "on_no_match", '"allow"'),
+    ("rule-name", "[policy.rules]", "name", '""'),
+    ("rule-scopes", "[policy.rules]", "scopes", "[]"),
+    ("rule-scope-space", "[policy.rules]", "scopes", '["artifacts:read artifacts:write"]'),
+    ("rule-lifetime", "[policy.rules]", "lifetime", '"48h"'),
+    ("rule-authorization_server", "[policy.rules]", "authorization_server", '"aus 1"'),
+    ("rule-mode", "[policy.rules]", "mode", '"magic"'),
+    ("rule-mode-app", "[policy.rules]", "mode", '"app"'),
+    ("rule-deliver", "[policy.rules]", "deliver", '"credentials"'),
+    ("rule-require_id_token", "[policy.rules]", "require_id_token", '"yes"'),
+    ("claim-unknown", "policy.rules.bound_claims", "branch", '["main"]'),
+    ("claim-id", "policy.rules.bound_claims", "project_id", '["4*"]'),
+    ("claim-bool", "policy.rules.bound_claims", "ref_protected", '["yes"]'),
+    ("claim-glob", "policy.rules.bound_claims", "ref", '["[main"]'),
+    ("claim-empty", "policy.rules.bound_claims", "ref", '[""]'),
+]
+for name, sec, key, val in cases:
+    s = base()
+    setkey(s, sec, key, val)
+    open(f"broken-{name}.toml", "w").write(f"# {sec + '.' if sec else ''}{key} is wrong; the rest is valid.\n" + render(s))
+
+s = base()
+open("valid.toml", "w").write("# A valid settings file: check prints no problem and no warning.\n" + render(s))
+open("broken-syntax.toml", "w").write("# Not TOML at all on line 3.\nrunner_id = \"ci-1\"\nstate_dir = /var/lib\n")
+s = base(); s["policy.rules.bound_claims"] = []; s["[policy.rules]"] = [("name", '"read"'), ("scopes", '["artifacts:read"]')]
+open("broken-no-rules.toml", "w").write("# [okta] without a single policy rule.\n" + render({k: v for k, v in s.items() if not k.startswith("[policy") and k != "policy.rules.bound_claims"}))
+
+# Lint: valid files whose policy is probably not what was meant.
+lint = {
+"shadowed": '''[[policy.rules]]
+name = "group"
+require_id_token = true
+scopes = ["artifacts:read"]
+[policy.rules.bound_claims]
+project_path = ["platform/**"]
+
+[[policy.rules]]
+name = "api"
+require_id_token = true
+scopes = ["artifacts:write"]
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
+ref = ["main"]
+''',
+"match-anything": '''[[policy.rules]]
+name = "any-protected-ref"
+require_id_token = true
+scopes = ["artifacts:write"]
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
+ref = ["*"]
+ref_protected = ["true"]
+
+[[policy.rules]]
+name = "both"
+require_id_token = true
+scopes = ["artifacts:read"]
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
+ref_protected = ["true", "false"]
+''',
+"old-runner": '''[[policy.rules]]
+name = "by-path"
+scopes = ["artifacts:read"]
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
+pipeline_id = ["12"]
+''',
+"unprotected-scope": '''[[policy.rules]]
+name = "publish"
+require_id_token = true
+scopes = ["artifacts:write"]
+[policy.rules.bound_claims]
+project_path = ["platform/**"]
+ref_protected = ["true"]
+
+[[policy.rules]]
+name = "everyone"
+require_id_token = true
+scopes = ["artifacts:read", "artifacts:write"]
+[policy.rules.bound_claims]
+project_path = ["platform/**"]
+''',
+"unbounded": '''[[policy.rules]]
+name = "all"
+scopes = ["artifacts:read"]
+''',
+}
+for name, rules in lint.items():
+    s = base()
+    for k in ["policy", "[policy.rules]", "policy.rules.bound_claims"]:
+        del s[k]
+    open(f"lint-{name}.toml", "w").write(f"# Valid, with lint warnings ({name}).\n" + render(s) + "[policy]\n" + rules)
+s = base(); setkey(s, "gitlab", "audience", '"https://gitlab.example.com"')
+open("lint-audience.toml", "w").write("# Valid, but gitlab.audience is GitLab's own URL.\n" + render(s))

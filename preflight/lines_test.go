@@ -1,0 +1,44 @@
+package preflight
+
+import "testing"
+
+func TestLocateKeys(t *testing.T) {
+	src := `# comment [[policy.rules]]
+runner_id = "a#b"   # not a comment inside the string
+[gitlab]
+  "audience" = "x"
+[[policy.rules]]
+name = "one"
+scopes = [
+  "a",   # ]
+  "b",
+]
+[policy.rules.bound_claims]
+ref = ["main"]
+[[ policy.rules ]]
+name = "two"
+bound_claims = { project_id = ["1"] }
+description = """
+name = "not a key"
+"""
+lifetime = "10m"
+`
+	lines := locateKeys([]byte(src))
+	for path, want := range map[string]int{
+		"runner_id":                               2,
+		"gitlab":                                  3,
+		"gitlab.audience":                         4,
+		"policy.rules[0]":                         5,
+		"policy.rules[0].scopes":                  7,
+		"policy.rules[0].bound_claims.ref":        12,
+		"policy.rules[1]":                         13,
+		"policy.rules[1].bound_claims.project_id": 15, // inline table: its parent
+		"policy.rules[1].lifetime":                19,
+		"policy.rules[1].name":                    14,
+		"policy.rules[5].scopes":                  0,
+	} {
+		if got := lines.line(path); got != want {
+			t.Errorf("line(%s) = %d, want %d", path, got, want)
+		}
+	}
+}
