@@ -69,11 +69,7 @@ func TestReadmePolicyUnderBothPayloadShapes(t *testing.T) {
 			}
 		}
 	}
-	for _, tk := range w.env.Okta.Issued() {
-		if !tk.Revoked {
-			t.Errorf("token %s not revoked", tk.JTI)
-		}
-	}
+	w.assertAllRevoked()
 	w.assertClean()
 }
 

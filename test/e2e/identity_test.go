@@ -95,6 +95,17 @@ func newRefreshingWorld(t *testing.T, policyLifetime time.Duration) *idWorld {
 
 // newIdentityWorld starts the identity doubles (Okta's access policy
 // granting lifetime) and a runner whose [okta] section gets oktaExtra.
+// assertAllRevoked fails the test for any token the fake Okta issued in
+// this world that is not revoked.
+func (w *idWorld) assertAllRevoked() {
+	w.t.Helper()
+	for _, tk := range w.env.Okta.Issued() {
+		if !tk.Revoked {
+			w.t.Errorf("token %s not revoked", tk.JTI)
+		}
+	}
+}
+
 func newIdentityWorld(t *testing.T, lifetime time.Duration, oktaExtra, dockerLines, policy string) *idWorld {
 	t.Helper()
 	env := identityenv.Start(t, lifetime)
@@ -933,11 +944,7 @@ func TestIdentityVerifiedIDTokenUnlocksProtectedRule(t *testing.T) {
 			t.Errorf("%s: the job log does not say the ID token was verified", tc.name)
 		}
 	}
-	for _, tk := range w.env.Okta.Issued() {
-		if !tk.Revoked {
-			t.Errorf("token %s not revoked", tk.JTI)
-		}
-	}
+	w.assertAllRevoked()
 	w.assertClean()
 }
 
