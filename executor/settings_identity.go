@@ -401,10 +401,10 @@ func (s *Settings) validateIdentity() error {
 	return errors.Join(errs...)
 }
 
-// usesMode reports whether any policy rule uses mode.
+// usesMode reports whether any policy rule or credential uses mode.
 func (s *Settings) usesMode(mode string) bool {
-	for _, r := range s.Policy.Rules {
-		if r.Mode == mode {
+	for _, g := range s.Policy.AllGrants() {
+		if g.Mode == mode {
 			return true
 		}
 	}

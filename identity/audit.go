@@ -61,6 +61,12 @@ type AuditEvent struct {
 	OktaRequestID string     `json:"okta_request_id,omitempty"`
 	Outcome       string     `json:"outcome"`
 	Reason        string     `json:"reason,omitempty"`
+
+	// Credential names the rule's credential ("" for its unnamed grant).
+	Credential string `json:"credential,omitempty"`
+	// RequestedScopes are what the job asked for with its request
+	// variables (Scopes are what it was granted).
+	RequestedScopes []string `json:"requested_scopes,omitempty"`
 }
 
 // AuditLog appends events as JSON lines to Path and mirrors them to Logger.

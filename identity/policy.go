@@ -18,6 +18,10 @@ type Policy struct {
 	// OnNoMatch is what happens when no rule matches: OnNoMatchFail (the
 	// default) fails the job, OnNoMatchNoIdentity runs it without a token.
 	OnNoMatch string `toml:"on_no_match"`
+	// OnExcessRequest is what happens when a job's request variables ask
+	// for scopes its rule does not grant: OnExcessFail (the default) fails
+	// the job, OnExcessTrim grants the rest. A rule may override it.
+	OnExcessRequest string `toml:"on_excess_request"`
 	// Rules are tried in order; the first match wins.
 	Rules []Rule `toml:"rules"`
 }
@@ -83,6 +87,20 @@ type Rule struct {
 	AccessPolicy string `toml:"access_policy"`
 	// Deliver (app mode) is DeliverToken (default) or DeliverCredentials.
 	Deliver string `toml:"deliver"`
+	// Steps are the run sub-stages the rule's credentials are present in
+	// (CredentialGrant.PresentIn); unset, every user-script sub-stage.
+	Steps []string `toml:"steps"`
+	// Rotate is "" or RotateEachStep (a fresh token per sub-stage).
+	Rotate string `toml:"rotate"`
+	// OnExcessRequest overrides the policy's on_excess_request.
+	OnExcessRequest string `toml:"on_excess_request"`
+	// Credentials are the rule's named credentials
+	// ([[policy.rules.credentials]]). A rule with credentials has no
+	// scopes, authorization_server, access_policy or deliver of its own;
+	// its lifetime, mode, steps and rotate are its credentials' defaults.
+	// Without credentials the rule grants one unnamed credential from its
+	// own fields (Grants).
+	Credentials []CredentialGrant `toml:"credentials"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("15m").
@@ -153,6 +171,9 @@ func (p *Policy) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("policy: on_no_match %q is not %q or %q", p.OnNoMatch, OnNoMatchFail, OnNoMatchNoIdentity))
 	}
+	if err := checkOnExcess(p.OnExcessRequest); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
+	}
 	seen := map[string]int{}
 	for i := range p.Rules {
 		r := &p.Rules[i]
@@ -168,45 +189,14 @@ func (p *Policy) Validate() error {
 		} else {
 			seen[r.Name] = i
 		}
-		if len(r.Scopes) == 0 {
-			bad("no scopes (at least one custom scope is required)")
+		if err := checkOnExcess(r.OnExcessRequest); err != nil {
+			bad("%v", err)
 		}
-		for _, s := range r.Scopes {
-			switch {
-			case s == "":
-				bad("empty scope")
-			case strings.ContainsFunc(s, isSpace):
-				bad("scope %q contains whitespace (list each scope separately)", s)
-			}
-		}
-		switch l := r.Lifetime.Duration; {
-		case l == 0:
-		case l < 0:
-			bad("lifetime %s is negative", shortDuration(l))
-		case l < MinLifetime:
-			bad("lifetime %s is below Okta's minimum of %s", shortDuration(l), shortDuration(MinLifetime))
-		case l > MaxLifetime:
-			bad("lifetime %s is above Okta's maximum of %s", shortDuration(l), shortDuration(MaxLifetime))
-		}
-		if r.AuthorizationServer != "" && !authServerID.MatchString(r.AuthorizationServer) {
-			bad("authorization_server %q is not an authorization server id", r.AuthorizationServer)
-		}
-		switch r.Mode {
-		case "", ModeToken, ModeDPoP, ModeApp:
-		default:
-			bad("mode %q is not supported (use %q, %q or %q)", r.Mode, ModeToken, ModeDPoP, ModeApp)
-		}
-		if r.Mode == ModeApp {
-			if !authServerID.MatchString(r.AccessPolicy) {
-				bad("mode app needs access_policy: the id of the access policy whose client list the executor maintains")
-			}
-			switch r.Deliver {
-			case "", DeliverToken, DeliverCredentials:
-			default:
-				bad("deliver %q: use %q or %q", r.Deliver, DeliverToken, DeliverCredentials)
-			}
-		} else if r.AccessPolicy != "" || r.Deliver != "" {
-			bad("access_policy and deliver apply to mode app only")
+		if len(r.Credentials) > 0 {
+			checkRuleWithCredentials(r, bad)
+			checkCredentials(r, label, func(err error) { errs = append(errs, err) })
+		} else {
+			checkGrant(r.Grants()[0], allGrantFields, bad)
 		}
 		for _, name := range sortedKeys(r.BoundClaims) {
 			values := r.BoundClaims[name]
