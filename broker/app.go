@@ -145,7 +145,7 @@ func (m appMode) files(c *identity.Credential, d delivery) []executor.SecretFile
 		if c.App.KeyPEM == "" {
 			return nil
 		}
-		return []executor.SecretFile{{Path: d.file("app-key.pem"), Content: c.App.KeyPEM.Reveal()}}
+		return []executor.SecretFile{{Path: d.file(appKeyFile), Content: c.App.KeyPEM.Reveal()}}
 	}
 	return m.tokenMode.files(c, d)
 }
@@ -157,7 +157,7 @@ func (m appMode) env(c *identity.Credential, d delivery) []string {
 	a := c.App
 	return []string{
 		d.prefix + "APP_CLIENT_ID=" + a.ClientID,
-		d.prefix + "APP_KEY_FILE=" + d.file("app-key.pem"),
+		d.prefix + "APP_KEY_FILE=" + d.file(appKeyFile),
 		d.prefix + "APP_KEY_ID=" + a.KeyID,
 		d.prefix + "ISSUER=" + c.Issuer,
 		d.prefix + "SCOPES=" + strings.Join(c.Scopes, " "),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,32 +142,55 @@ func (b *Broker) Authorize(ctx context.Context, p *executor.Payload, st *executo
 	if err != nil {
 		return fmt.Errorf("evaluating policy: %w", err)
 	}
-	st.Credentials = b.credentials(decision.Rule)
+	rule := decision.Rule
+	// The job's request variables are author input: they only narrow.
+	narrowed, err := b.Settings.Policy.NarrowRule(rule, p.Variable, b.Settings.Identity.Delivery.EnvPrefix)
+	if err != nil {
+		b.audit(st, nil, identity.AuditEvent{Event: identity.EventDenied, Rule: rule.Name, Outcome: "request_refused", Reason: err.Error()})
+		if identity.IsRequestError(err) {
+			return &executor.BuildError{Err: err}
+		}
+		return fmt.Errorf("narrowing rule %q by the job's request: %w", rule.Name, err)
+	}
+	for _, tr := range narrowed.Trimmed {
+		b.jobf("%s asks for scopes rule %q does not grant: %s (trimmed: on_excess_request = %q)", tr.Variable, rule.Name, strings.Join(tr.Scopes, " "), identity.OnExcessTrim)
+	}
+	for _, name := range narrowed.Skipped {
+		b.jobf("Credential %q of rule %q is not issued: the job's request names none of its scopes", name, rule.Name)
+	}
+	st.Credentials = b.credentials(rule, narrowed.Grants)
 	return nil
 }
 
-// credentials are what a matching rule grants, before anything is issued.
-func (b *Broker) credentials(rule *identity.Rule) []*identity.Credential {
-	lifetime := rule.Lifetime.Duration
-	if lifetime == 0 {
-		lifetime = b.Settings.Identity.DefaultLifetime.Duration
-	}
-	mode := rule.Mode
-	if mode == "" {
-		mode = identity.ModeToken
-	}
-	c := &identity.Credential{
-		Rule: rule.Name, Mode: mode, Issuer: b.Settings.Identity.IssuerFor(rule.AuthorizationServer),
-		Scopes: slices.Clone(rule.Scopes), Lifetime: int64(lifetime / time.Second),
-	}
-	if mode == identity.ModeApp {
-		deliver := rule.Deliver
-		if deliver == "" {
-			deliver = identity.DeliverToken
+// credentials are what a matching rule grants after the job's request,
+// before anything is issued.
+func (b *Broker) credentials(rule *identity.Rule, grants []identity.NarrowedGrant) []*identity.Credential {
+	var out []*identity.Credential
+	for _, ng := range grants {
+		g := ng.Grant
+		lifetime := g.Lifetime.Duration
+		if lifetime == 0 {
+			lifetime = b.Settings.Identity.DefaultLifetime.Duration
 		}
-		c.App = &identity.AppCredential{AuthServer: b.Settings.Identity.AuthServerID(rule.AuthorizationServer), Policy: rule.AccessPolicy, Deliver: deliver}
+		mode := g.Mode
+		if mode == "" {
+			mode = identity.ModeToken
+		}
+		c := &identity.Credential{
+			Name: g.Name, Rule: rule.Name, Mode: mode, Issuer: b.Settings.Identity.IssuerFor(g.AuthorizationServer),
+			Scopes: slices.Clone(g.Scopes), Lifetime: int64(lifetime / time.Second),
+			RequestedScopes: slices.Clone(ng.Requested), Steps: slices.Clone(g.Steps), Rotate: g.Rotate,
+		}
+		if mode == identity.ModeApp {
+			deliver := g.Deliver
+			if deliver == "" {
+				deliver = identity.DeliverToken
+			}
+			c.App = &identity.AppCredential{AuthServer: b.Settings.Identity.AuthServerID(g.AuthorizationServer), Policy: g.AccessPolicy, Deliver: deliver}
+		}
+		out = append(out, c)
 	}
-	return []*identity.Credential{c}
+	return out
 }
 
 // claimSources records where each claim a policy rule binds came from
@@ -233,40 +257,47 @@ func (b *Broker) each(st *executor.JobState, fn func(c *identity.Credential) err
 }
 
 // NeedsRefresh implements executor.Identity.
-func (b *Broker) NeedsRefresh(st *executor.JobState) bool {
+func (b *Broker) NeedsRefresh(st *executor.JobState, subStage string) bool {
 	for _, c := range st.Credentials {
-		if b.due(c) {
+		if c.Due(subStage, b.now(), b.margin()) != identity.NotDue {
 			return true
 		}
 	}
 	return false
 }
 
-func (b *Broker) due(c *identity.Credential) bool {
-	cur := c.Current()
-	return cur != nil && !b.now().Before(cur.RefreshDue(b.Settings.Identity.RefreshMargin.Duration))
-}
+func (b *Broker) margin() time.Duration { return b.Settings.Identity.RefreshMargin.Duration }
 
 // NextRefresh implements executor.Identity.
-func (b *Broker) NextRefresh(st *executor.JobState) (time.Time, bool) {
+func (b *Broker) NextRefresh(st *executor.JobState, subStage string) (time.Time, bool) {
 	var next time.Time
 	for _, c := range st.Credentials {
-		if cur := c.Current(); cur != nil {
-			if at := cur.RefreshDue(b.Settings.Identity.RefreshMargin.Duration); next.IsZero() || at.Before(next) {
-				next = at
-			}
+		if at, ok := c.NextRefresh(subStage, b.margin()); ok && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 	}
 	return next, !next.IsZero()
 }
 
-// Refresh implements executor.Identity.
-func (b *Broker) Refresh(ctx context.Context, l *executor.Ledger) error {
+// Refresh implements executor.Identity. A credential rotated each step
+// gets a fresh token in every sub-stage it is present in (the one issued
+// at prepare serves the first), marked with the sub-stage.
+func (b *Broker) Refresh(ctx context.Context, l *executor.Ledger, subStage string) error {
 	return b.each(l.State(), func(c *identity.Credential) error {
-		if !b.due(c) {
+		why := c.Due(subStage, b.now(), b.margin())
+		if why == identity.NotDue {
 			return nil
 		}
-		return b.issue(ctx, l, c, identity.EventRefreshed)
+		if why != identity.DueAdopt {
+			if err := b.issue(ctx, l, c, identity.EventRefreshed); err != nil {
+				return err
+			}
+		}
+		if !c.RotatesEachStep() {
+			return nil
+		}
+		cur := c.Current()
+		return l.Update(func(*executor.JobState) { cur.Step = subStage })
 	})
 }
 
@@ -451,6 +482,7 @@ func (b *Broker) audit(st *executor.JobState, c *identity.Credential, e identity
 	e.ClaimSources = st.ClaimSources
 	if c != nil {
 		e.Rule, e.Mode, e.Scopes = c.Rule, c.Mode, c.Scopes
+		e.Credential, e.RequestedScopes = c.Name, c.RequestedScopes
 		if a := c.App; a != nil && e.AppID == "" {
 			e.AppID = a.ID
 		}

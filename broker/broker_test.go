@@ -125,7 +125,7 @@ func TestGrantFromPayloadFacts(t *testing.T) {
 	if one(saved).Current().Token != cur.Token {
 		t.Error("ledger not saved right after issuance")
 	}
-	env := strings.Join(w.m.Env(st, ""), "\n")
+	env := strings.Join(w.m.Env(st, identity.SubStageScript), "\n")
 	for _, want := range []string{"OKTA_ACCESS_TOKEN_FILE=/run/gitlab-okta/token", "OKTA_SCOPES=ci:read", "OKTA_ISSUER=" + cur.Issuer, "OKTA_ACCESS_TOKEN=" + cur.Token.Reveal()} {
 		if !strings.Contains(env, want) {
 			t.Errorf("exec env lacks %q", strings.SplitN(want, "=", 2)[0])
@@ -227,15 +227,15 @@ func TestRefreshRevokesTheReplacedToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.m.NeedsRefresh(st) {
+	if w.m.NeedsRefresh(st, identity.SubStageScript) {
 		t.Fatal("fresh token needs refresh")
 	}
 	first := one(st).Current().Token.Reveal()
 	w.now = w.now.Add(11 * time.Minute) // 4 of 15 minutes left, margin 5
-	if !w.m.NeedsRefresh(st) {
+	if !w.m.NeedsRefresh(st, identity.SubStageScript) {
 		t.Fatal("token close to expiry does not need refresh")
 	}
-	if err := w.m.Refresh(context.Background(), w.ledger); err != nil {
+	if err := w.m.Refresh(context.Background(), w.ledger, identity.SubStageScript); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.m.RevokeStale(context.Background(), w.ledger); err != nil {

@@ -31,20 +31,31 @@ func (b *Broker) Mounts(st *executor.JobState) ([]executor.Mount, error) {
 	return mounts, nil
 }
 
-// Files implements executor.Identity.
-func (b *Broker) Files(st *executor.JobState, _ string) []executor.SecretFile {
+// Files implements executor.Identity: a credential absent from the
+// sub-stage has every file it can have removed, not merely left stale.
+func (b *Broker) Files(st *executor.JobState, subStage string) []executor.SecretFile {
 	var files []executor.SecretFile
 	for _, c := range st.Credentials {
-		files = append(files, b.strategyFor(c).files(c, b.deliveryOf(c))...)
+		d := b.deliveryOf(c)
+		if c.PresentIn(subStage) {
+			files = append(files, b.strategyFor(c).files(c, d)...)
+			continue
+		}
+		for _, p := range d.all() {
+			files = append(files, executor.SecretFile{Path: p, Remove: true})
+		}
 	}
 	return files
 }
 
-// Env implements executor.Identity.
-func (b *Broker) Env(st *executor.JobState, _ string) []string {
+// Env implements executor.Identity: only the credentials present in the
+// sub-stage.
+func (b *Broker) Env(st *executor.JobState, subStage string) []string {
 	var env []string
 	for _, c := range st.Credentials {
-		env = append(env, b.strategyFor(c).env(c, b.deliveryOf(c))...)
+		if c.PresentIn(subStage) {
+			env = append(env, b.strategyFor(c).env(c, b.deliveryOf(c))...)
+		}
 	}
 	return env
 }

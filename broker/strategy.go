@@ -73,8 +73,19 @@ func (b *Broker) deliveryOf(c *identity.Credential) delivery {
 		prefix: d.EnvPrefix + envName(c.Name) + "_"}
 }
 
+// Names of a credential's other files in the tmpfs, beside its token.
+const (
+	dpopKeyFile = "dpop-key.pem"
+	appKeyFile  = "app-key.pem"
+)
+
 // file is the path of one more file of the credential in the tmpfs.
 func (d delivery) file(name string) string { return path.Join(d.dir, d.stem+name) }
+
+// all are every path a credential's files may have, whatever its mode.
+func (d delivery) all() []string {
+	return []string{d.tokenFile, d.file(dpopKeyFile), d.file(appKeyFile)}
+}
 
 // envName is a credential name as a variable name part: upper case, with
 // every character but letters and digits as _.
@@ -192,7 +203,7 @@ func (m dpopMode) revoker(_ *identity.Credential, clientID string) (identity.Pro
 func (m dpopMode) files(c *identity.Credential, d delivery) []executor.SecretFile {
 	files := m.tokenMode.files(c, d)
 	if c.DPoPKey != "" {
-		files = append(files, executor.SecretFile{Path: d.file("dpop-key.pem"), Content: c.DPoPKey.Reveal()})
+		files = append(files, executor.SecretFile{Path: d.file(dpopKeyFile), Content: c.DPoPKey.Reveal()})
 	}
 	return files
 }
@@ -200,7 +211,7 @@ func (m dpopMode) files(c *identity.Credential, d delivery) []executor.SecretFil
 func (m dpopMode) env(c *identity.Credential, d delivery) []string {
 	env := m.bearerEnv(c, d, "DPoP")
 	if env != nil && c.DPoPKey != "" {
-		env = append(env, d.prefix+"DPOP_KEY_FILE="+d.file("dpop-key.pem"))
+		env = append(env, d.prefix+"DPOP_KEY_FILE="+d.file(dpopKeyFile))
 	}
 	return env
 }

@@ -27,14 +27,16 @@ type Identity interface {
 	// Issue makes what each granted credential needs (a key, an app) and
 	// issues its first token, recording every step in the ledger.
 	Issue(ctx context.Context, l *Ledger) error
-	// NeedsRefresh reports whether a credential's token is close to
-	// expiry.
-	NeedsRefresh(st *JobState) bool
-	// NextRefresh is the earliest time a token of the job is due for
-	// refresh; false when no token will be.
-	NextRefresh(st *JobState) (time.Time, bool)
-	// Refresh issues a new token for every credential that needs one.
-	Refresh(ctx context.Context, l *Ledger) error
+	// NeedsRefresh reports whether a credential present in the run
+	// sub-stage needs a new token: close to expiry, or rotated each step
+	// and not yet fresh for this sub-stage.
+	NeedsRefresh(st *JobState, subStage string) bool
+	// NextRefresh is the earliest time a token present in the sub-stage is
+	// due for refresh; false when none will be.
+	NextRefresh(st *JobState, subStage string) (time.Time, bool)
+	// Refresh issues a new token for every credential of the sub-stage
+	// that needs one.
+	Refresh(ctx context.Context, l *Ledger, subStage string) error
 	// RevokeStale revokes every token but each credential's current one.
 	RevokeStale(ctx context.Context, l *Ledger) error
 	// RevokeAll revokes every unrevoked token and tears down what Issue
@@ -46,9 +48,12 @@ type Identity interface {
 	// Issue returns.
 	Mounts(st *JobState) ([]Mount, error)
 	// Files are the files the identity consists of in the container's
-	// tmpfs for a sub-stage ("" for prepare).
+	// tmpfs for a run sub-stage ("" for prepare): the files of each
+	// credential present in it, and a Remove for each file of every
+	// credential that is not.
 	Files(st *JobState, subStage string) []SecretFile
-	// Env is the environment a script exec of the sub-stage gets.
+	// Env is the environment a script exec of the sub-stage gets: only
+	// the credentials present in it.
 	Env(st *JobState, subStage string) []string
 	// Secrets are the values to mask in the job's output.
 	Secrets(st *JobState) []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -149,8 +150,8 @@ func TestPrepareDeliversTheIdentityAndCleanupRevokesIt(t *testing.T) {
 		t.Errorf("identity calls %v, want Authorize then Issue", got)
 	}
 	tok := fake.Issued()[0]
-	if c, ok := fs.file("/run/gitlab-okta/token"); !ok || c != tok {
-		t.Errorf("token file %q, want the issued token", c)
+	if _, ok := fs.file("/run/gitlab-okta/token"); ok {
+		t.Error("the token file exists before a sub-stage with the credential")
 	}
 	spec, _ := e.rt.Spec(executor.NamesFor("unit", 101).Build)
 	if !slices.ContainsFunc(spec.Mounts, func(m executor.Mount) bool {
@@ -166,6 +167,9 @@ func TestPrepareDeliversTheIdentityAndCleanupRevokesIt(t *testing.T) {
 	mask, masked := recordMasks()
 	if err := s.Run(context.Background(), writeScript(t, "true"), "step_script", mask); err != nil {
 		t.Fatal(err)
+	}
+	if c, ok := fs.file("/run/gitlab-okta/token"); !ok || c != tok {
+		t.Errorf("token file %q in step_script, want the issued token", c)
 	}
 	execs := e.rt.Execs()
 	last := execs[len(execs)-1]
@@ -294,5 +298,108 @@ func TestVersion1StateIsCleanedUpAndReaped(t *testing.T) {
 				t.Errorf("state after %s: %v", how, err)
 			}
 		})
+	}
+}
+
+// runStage runs one sub-stage and returns what its script exec got: its
+// environment and the tmpfs's files while it ran.
+func runStage(t *testing.T, s *executor.Stages, e *stageEnv, fs *tmpfs, subStage string) (env []string, files map[string]string) {
+	t.Helper()
+	fs.script = func(_ string, spec executor.ExecSpec) int {
+		fs.mu.Lock()
+		files = maps.Clone(fs.files)
+		fs.mu.Unlock()
+		env = spec.Env
+		return 0
+	}
+	if err := s.Run(context.Background(), writeScript(t, "true"), subStage, nil); err != nil {
+		t.Fatalf("%s: %v", subStage, err)
+	}
+	return env, files
+}
+
+func envNames(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		out = append(out, strings.SplitN(kv, "=", 2)[0])
+	}
+	return out
+}
+
+// TestFilesPerStep: each sub-stage sees the file and variables of exactly
+// the credentials present in it; the file of one that is not is removed
+// before the script runs, not left stale.
+func TestFilesPerStep(t *testing.T) {
+	e := newStageEnv(t, "", basicPayload)
+	fake := &identitytest.Fake{Now: func() time.Time { return e.now }, Grants: []identitytest.Grant{
+		{Name: "api", Scopes: []string{"api:read"}, Steps: []string{"step_script"}},
+		{Name: "store", Scopes: []string{"store:write"}},
+	}}
+	fs := newTmpfs(e.rt)
+	s := identityStages(e, fake)
+	if err := s.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	api, store := "/run/gitlab-okta/api-token", "/run/gitlab-okta/store-token"
+	for _, tc := range []struct {
+		subStage   string
+		files, env []string
+	}{
+		{"get_sources", nil, nil},
+		{"step_script", []string{api, store}, []string{"OKTA_API_ACCESS_TOKEN_FILE", "OKTA_STORE_ACCESS_TOKEN_FILE"}},
+		{"after_script", []string{store}, []string{"OKTA_STORE_ACCESS_TOKEN_FILE"}},
+		{"archive_cache", nil, nil},
+	} {
+		env, files := runStage(t, s, e, fs, tc.subStage)
+		if got := slices.Sorted(maps.Keys(files)); !slices.Equal(got, tc.files) {
+			t.Errorf("%s: files %v, want %v", tc.subStage, got, tc.files)
+		}
+		names := envNames(env)
+		for _, want := range tc.env {
+			if !slices.Contains(names, want) {
+				t.Errorf("%s: no %s in %v", tc.subStage, want, names)
+			}
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "OKTA_") && !slices.ContainsFunc(tc.env, func(w string) bool { return strings.HasPrefix(n, strings.TrimSuffix(w, "ACCESS_TOKEN_FILE")) }) {
+				t.Errorf("%s: variable %s of an absent credential", tc.subStage, n)
+			}
+		}
+	}
+}
+
+// TestRotateEachStep: a credential rotated each step gets a fresh token in
+// every sub-stage it is present in, and the previous one is revoked.
+func TestRotateEachStep(t *testing.T) {
+	e := newStageEnv(t, "", basicPayload)
+	fake := &identitytest.Fake{Now: func() time.Time { return e.now }, Grants: []identitytest.Grant{
+		{Scopes: []string{"ci:read"}, Rotate: "each_step"},
+	}}
+	fs := newTmpfs(e.rt)
+	s := identityStages(e, fake)
+	if err := s.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, sub := range []string{"get_sources", "step_script", "step_deploy", "after_script", "archive_cache"} {
+		_, files := runStage(t, s, e, fs, sub)
+		if tok, ok := files["/run/gitlab-okta/token"]; ok {
+			if slices.Contains(seen, tok) {
+				t.Errorf("%s got a token an earlier step had", sub)
+			}
+			seen = append(seen, tok)
+			if !fake.Live(tok) || fake.LiveCount() != 1 {
+				t.Errorf("%s: its token live %v, %d live in all", sub, fake.Live(tok), fake.LiveCount())
+			}
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("%d tokens delivered, want one per script step and after_script", len(seen))
+	}
+	if err := s.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fake.LiveCount() != 0 || len(fake.Revoked()) != 3 {
+		t.Errorf("after cleanup %d live, %d revoked", fake.LiveCount(), len(fake.Revoked()))
 	}
 }

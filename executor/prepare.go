@@ -207,7 +207,7 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 
 	if s.Identity != nil && len(st.Credentials) > 0 {
-		if err := s.writeSecretFiles(ctx, buildID, st.User, s.Identity.Files(st, "")); err != nil {
+		if err := s.deliverFiles(ctx, buildID, ledger, ""); err != nil {
 			return err
 		}
 		for _, line := range s.Identity.Describe(st) {

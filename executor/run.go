@@ -2,6 +2,8 @@ package executor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -104,7 +106,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		done <- execResult{code, err}
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
-	if _, due := s.nextRefresh(st); due {
+	if _, due := s.nextRefresh(st, subStage); due {
 		go func() {
 			defer close(refreshDone)
 			s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
@@ -188,7 +190,7 @@ const (
 // exec's environment cannot change, so long-running jobs read the file.
 func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, subStage string, st *JobState, maskers ...Masker) {
 	for {
-		due, ok := s.nextRefresh(st)
+		due, ok := s.nextRefresh(st, subStage)
 		if !ok {
 			return
 		}
@@ -227,15 +229,17 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 
 // nextRefresh is when the job's next token refresh is due; false without
 // an identity or a token to refresh.
-func (s *Stages) nextRefresh(st *JobState) (time.Time, bool) {
+func (s *Stages) nextRefresh(st *JobState, subStage string) (time.Time, bool) {
 	if st == nil || s.Identity == nil || len(st.Credentials) == 0 {
 		return time.Time{}, false
 	}
-	return s.Identity.NextRefresh(st)
+	return s.Identity.NextRefresh(st, subStage)
 }
 
-// refreshIdentity replaces a token close to expiry before the sub-stage
-// starts: new token, new file, then the old token revoked.
+// refreshIdentity readies the job's identity for a sub-stage: a token
+// close to expiry (or rotated each step) is replaced — new token, new
+// file, then the old token revoked — and the tmpfs holds exactly the
+// files of the credentials present in the sub-stage.
 func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, subStage string, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
@@ -249,46 +253,83 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, s
 	if err != nil {
 		return nil, err
 	}
-	if len(st.Credentials) == 0 || !s.Identity.NeedsRefresh(st) {
+	if len(st.Credentials) == 0 {
 		return st, nil
 	}
 	ledger := NewLedger(s.State, st)
-	if err := s.Identity.Refresh(ctx, ledger); err != nil {
-		return nil, fmt.Errorf("refreshing the job's token: %w", err)
+	refresh := s.Identity.NeedsRefresh(st, subStage)
+	if refresh {
+		if err := s.Identity.Refresh(ctx, ledger, subStage); err != nil {
+			return nil, fmt.Errorf("refreshing the job's token: %w", err)
+		}
+		if beforeWrite != nil {
+			beforeWrite(st)
+		}
 	}
-	if beforeWrite != nil {
-		beforeWrite(st)
-	}
-	if err := s.writeSecretFiles(ctx, containerID, st.User, s.Identity.Files(st, subStage)); err != nil {
+	if err := s.deliverFiles(ctx, containerID, ledger, subStage); err != nil {
 		return nil, err
 	}
-	if err := s.Identity.RevokeStale(ctx, ledger); err != nil {
-		s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)
+	if refresh {
+		if err := s.Identity.RevokeStale(ctx, ledger); err != nil {
+			s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)
+		}
 	}
 	return st, nil
 }
 
-// writeSecretFiles puts the identity's files in the container's tmpfs as
-// 0400 files of the script user, each replacing any previous one
-// atomically, and removes those a sub-stage must not see. Contents travel
-// on the exec's stdin: never in arguments or environment.
-func (s *Stages) writeSecretFiles(ctx context.Context, containerID, user string, files []SecretFile) error {
-	for _, f := range files {
-		script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(f.Path))
-		if f.Remove {
-			script = fmt.Sprintf(`rm -f %s`, shellQuote(f.Path))
+// deliverFiles makes the container's identity tmpfs hold what the
+// sub-stage gets: each file is written when its content changed and
+// removed when its credential is absent. What is there is recorded (by
+// hash) in the state, so an unchanged file costs no exec.
+func (s *Stages) deliverFiles(ctx context.Context, containerID string, l *Ledger, subStage string) error {
+	st := l.State()
+	for _, f := range s.Identity.Files(st, subStage) {
+		sum := ""
+		if !f.Remove {
+			h := sha256.Sum256([]byte(f.Content))
+			sum = hex.EncodeToString(h[:])
 		}
-		var stderr strings.Builder
-		code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
-			Cmd: []string{"sh", "-c", script}, User: user,
-			Stdin: strings.NewReader(f.Content), Stdout: io.Discard, Stderr: &stderr,
-		})
-		if err != nil {
-			return fmt.Errorf("writing %s: %w", f.Path, err)
+		if have, ok := st.Files[f.Path]; (f.Remove && !ok) || (!f.Remove && have == sum) {
+			continue
 		}
-		if code != 0 {
-			return fmt.Errorf("writing %s: exit code %d: %s", f.Path, code, strings.TrimSpace(stderr.String()))
+		if err := s.writeSecretFile(ctx, containerID, st.User, f); err != nil {
+			return err
 		}
+		if err := l.Update(func(st *JobState) {
+			if f.Remove {
+				delete(st.Files, f.Path)
+				return
+			}
+			if st.Files == nil {
+				st.Files = map[string]string{}
+			}
+			st.Files[f.Path] = sum
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeSecretFile puts one identity file in the container's tmpfs as a
+// 0400 file of the script user, replacing any previous one atomically, or
+// removes it. Contents travel on the exec's stdin: never in arguments or
+// environment.
+func (s *Stages) writeSecretFile(ctx context.Context, containerID, user string, f SecretFile) error {
+	script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(f.Path))
+	if f.Remove {
+		script = fmt.Sprintf(`rm -f %s`, shellQuote(f.Path))
+	}
+	var stderr strings.Builder
+	code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
+		Cmd: []string{"sh", "-c", script}, User: user,
+		Stdin: strings.NewReader(f.Content), Stdout: io.Discard, Stderr: &stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", f.Path, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("writing %s: exit code %d: %s", f.Path, code, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }

@@ -66,6 +66,10 @@ type JobState struct {
 	// holding them is 0600 in a 0700 directory and is deleted once every
 	// token is revoked.
 	Credentials []*identity.Credential `json:"credentials,omitempty"`
+	// Files are the identity files in the build container's tmpfs, path to
+	// the SHA-256 of their content, so a sub-stage writes or removes only
+	// what changed.
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // LiveTokens counts the job's unrevoked tokens over all its credentials.

@@ -46,6 +46,11 @@ type Credential struct {
 	Issuer   string   `json:"issuer"`
 	Scopes   []string `json:"scopes"`
 	Lifetime int64    `json:"lifetime_seconds"`
+	// RequestedScopes are what the job asked for (nil: its whole grant).
+	RequestedScopes []string `json:"requested_scopes,omitempty"`
+	// Steps and Rotate are the grant's step rules (CredentialGrant).
+	Steps  []string `json:"steps,omitempty"`
+	Rotate string   `json:"rotate,omitempty"`
 	// DPoPKey is the PEM of the job's DPoP proof key (dpop mode only).
 	DPoPKey LedgerSecret `json:"dpop_key,omitempty"`
 	// App is the job's own Okta service app (app mode only): the policy's
@@ -90,6 +95,9 @@ type LedgerEntry struct {
 	Revoked   bool         `json:"revoked"`
 	// RefreshAt is when the token is to be replaced (planned at issuance).
 	RefreshAt time.Time `json:"refresh_at,omitzero"`
+	// Step is the sub-stage the token was first delivered to ("" before
+	// any): a credential rotated each step gets a fresh token in the next.
+	Step string `json:"step,omitempty"`
 }
 
 // Current returns the newest unrevoked token, or nil.
@@ -116,6 +124,59 @@ func (c *Credential) Live() int {
 	return n
 }
 
+// PresentIn reports whether the credential's file and variables exist in
+// the run sub-stage subStage (identity.CredentialGrant.PresentIn).
+func (c *Credential) PresentIn(subStage string) bool {
+	return CredentialGrant{Name: c.Name, Steps: c.Steps}.PresentIn(subStage)
+}
+
+// RotatesEachStep reports rotate = "each_step".
+func (c *Credential) RotatesEachStep() bool { return c.Rotate == RotateEachStep }
+
+// Why a credential needs a new token for a sub-stage (Credential.Due).
+const (
+	NotDue = iota
+	// DueExpiry: the current token is close to expiry.
+	DueExpiry
+	// DueRotation: rotated each step, the current token served another
+	// sub-stage; this one gets a fresh token.
+	DueRotation
+	// DueAdopt: rotated each step, and the current token (issued at
+	// prepare) was never delivered: it becomes this sub-stage's.
+	DueAdopt
+)
+
+// Due says whether the credential needs a new token in the run sub-stage
+// at now, with the settings' refresh margin (for tokens of a ledger
+// written before refresh times were recorded). A credential absent from
+// the sub-stage is never due there.
+func (c *Credential) Due(subStage string, now time.Time, margin time.Duration) int {
+	cur := c.Current()
+	if cur == nil || !c.PresentIn(subStage) {
+		return NotDue
+	}
+	if c.RotatesEachStep() && cur.Step != subStage {
+		if cur.Step == "" {
+			return DueAdopt
+		}
+		return DueRotation
+	}
+	if !now.Before(cur.RefreshDue(margin)) {
+		return DueExpiry
+	}
+	return NotDue
+}
+
+// NextRefresh is when the credential's current token is due for refresh,
+// false without one or when the credential is absent from the sub-stage.
+func (c *Credential) NextRefresh(subStage string, margin time.Duration) (time.Time, bool) {
+	cur := c.Current()
+	if cur == nil || !c.PresentIn(subStage) {
+		return time.Time{}, false
+	}
+	return cur.RefreshDue(margin), true
+}
+
 // RefreshDue is when the token is to be refreshed: its planned time, or for
 // a ledger written before plans were recorded, expiry minus margin.
 func (e *LedgerEntry) RefreshDue(margin time.Duration) time.Time {
@@ -130,8 +191,8 @@ func (e *LedgerEntry) RefreshDue(margin time.Duration) time.Time {
 // methods when a verb does not suit a field (%s of an int, %q of a
 // pointer), so the structs holding secrets format themselves.
 func (c Credential) Format(f fmt.State, _ rune) {
-	fmt.Fprintf(f, "{Name:%v Rule:%v Mode:%v Issuer:%v Scopes:%v Lifetime:%v DPoPKey:%v App:%v RefreshAdjusted:%v Tokens:%v}",
-		c.Name, c.Rule, c.Mode, c.Issuer, c.Scopes, c.Lifetime, c.DPoPKey, c.App, c.RefreshAdjusted, c.Tokens)
+	fmt.Fprintf(f, "{Name:%v Rule:%v Mode:%v Issuer:%v Scopes:%v Lifetime:%v RequestedScopes:%v Steps:%v Rotate:%v DPoPKey:%v App:%v RefreshAdjusted:%v Tokens:%v}",
+		c.Name, c.Rule, c.Mode, c.Issuer, c.Scopes, c.Lifetime, c.RequestedScopes, c.Steps, c.Rotate, c.DPoPKey, c.App, c.RefreshAdjusted, c.Tokens)
 }
 
 // Format implements fmt.Formatter with the key redacted.
@@ -142,6 +203,6 @@ func (a AppCredential) Format(f fmt.State, _ rune) {
 
 // Format implements fmt.Formatter with the token redacted.
 func (e LedgerEntry) Format(f fmt.State, _ rune) {
-	fmt.Fprintf(f, "{Token:%v Issuer:%v JTI:%v ClientID:%v IssuedAt:%v ExpiresAt:%v RequestID:%v Revoked:%v RefreshAt:%v}",
-		e.Token, e.Issuer, e.JTI, e.ClientID, e.IssuedAt, e.ExpiresAt, e.RequestID, e.Revoked, e.RefreshAt)
+	fmt.Fprintf(f, "{Token:%v Issuer:%v JTI:%v ClientID:%v IssuedAt:%v ExpiresAt:%v RequestID:%v Revoked:%v RefreshAt:%v Step:%v}",
+		e.Token, e.Issuer, e.JTI, e.ClientID, e.IssuedAt, e.ExpiresAt, e.RequestID, e.Revoked, e.RefreshAt, e.Step)
 }

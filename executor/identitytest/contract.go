@@ -10,7 +10,12 @@ import (
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
+
+// step is the sub-stage the suite delivers to: the job's script, where
+// every credential without step rules is present.
+const step = identity.SubStageScript
 
 // Subject is one Identity under the contract, with what the suite needs
 // to observe it from outside.
@@ -55,8 +60,8 @@ func RunContract(t *testing.T, newSubject func(t *testing.T) *Subject) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files := s.Identity.Files(st, "")
-		env := s.Identity.Env(st, "")
+		files := s.Identity.Files(st, step)
+		env := s.Identity.Env(st, step)
 		secrets := s.Identity.Secrets(st)
 		ms, _ := s.Identity.Mounts(st)
 		for i, c := range st.Credentials {
@@ -91,22 +96,43 @@ func RunContract(t *testing.T, newSubject func(t *testing.T) *Subject) {
 		}
 		revokeAll(t, s, l)
 	})
+	t.Run("a sub-stage without the credential sees nothing of it", func(t *testing.T) {
+		s := newSubject(t)
+		st, l := issue(t, s, executor.NewMemStore())
+		for _, c := range st.Credentials {
+			if c.PresentIn("get_sources") {
+				t.Skipf("credential %q is present in get_sources", c.Name)
+			}
+		}
+		for _, f := range s.Identity.Files(st, "get_sources") {
+			if !f.Remove || f.Content != "" {
+				t.Errorf("get_sources gets file %s", f.Path)
+			}
+		}
+		if env := s.Identity.Env(st, "get_sources"); len(env) != 0 {
+			t.Errorf("get_sources gets variables %q", env)
+		}
+		if s.Identity.NeedsRefresh(st, "get_sources") {
+			t.Error("a credential absent from get_sources is refreshed for it")
+		}
+		revokeAll(t, s, l)
+	})
 	t.Run("refresh then revoke the stale token", func(t *testing.T) {
 		s := newSubject(t)
 		st, l := issue(t, s, executor.NewMemStore())
-		if s.Identity.NeedsRefresh(st) {
+		if s.Identity.NeedsRefresh(st, step) {
 			t.Fatal("a fresh token needs refresh")
 		}
-		due, ok := s.Identity.NextRefresh(st)
+		due, ok := s.Identity.NextRefresh(st, step)
 		if !ok {
 			t.Fatal("no refresh planned")
 		}
 		first := st.Credentials[0].Current().Token.Reveal()
 		s.SetNow(due.Add(time.Second))
-		if !s.Identity.NeedsRefresh(st) {
+		if !s.Identity.NeedsRefresh(st, step) {
 			t.Fatal("a token past its refresh time needs no refresh")
 		}
-		if err := s.Identity.Refresh(context.Background(), l); err != nil {
+		if err := s.Identity.Refresh(context.Background(), l, step); err != nil {
 			t.Fatal(err)
 		}
 		second := st.Credentials[0].Current().Token.Reveal()

@@ -22,6 +22,9 @@ type Grant struct {
 	// Name is "" for the unnamed credential (today's variable names).
 	Name   string
 	Scopes []string
+	// Steps and Rotate are the grant's step rules (identity.CredentialGrant).
+	Steps  []string
+	Rotate string
 }
 
 // Fake is an executor.Identity without an identity provider: Authorize
@@ -152,7 +155,8 @@ func (f *Fake) Authorize(_ context.Context, _ *executor.Payload, st *executor.Jo
 	st.Credentials = nil
 	for _, g := range grants {
 		st.Credentials = append(st.Credentials, &identity.Credential{Name: g.Name, Rule: "fake", Mode: identity.ModeToken,
-			Issuer: "https://fake.example/oauth2/default", Scopes: slices.Clone(g.Scopes), Lifetime: int64(f.lifetime() / time.Second)})
+			Issuer: "https://fake.example/oauth2/default", Scopes: slices.Clone(g.Scopes), Lifetime: int64(f.lifetime() / time.Second),
+			Steps: slices.Clone(g.Steps), Rotate: g.Rotate})
 	}
 	return nil
 }
@@ -191,9 +195,9 @@ func (f *Fake) issue(l *executor.Ledger, c *identity.Credential) error {
 }
 
 // NeedsRefresh implements executor.Identity.
-func (f *Fake) NeedsRefresh(st *executor.JobState) bool {
+func (f *Fake) NeedsRefresh(st *executor.JobState, subStage string) bool {
 	for _, c := range st.Credentials {
-		if cur := c.Current(); cur != nil && !f.now().Before(cur.RefreshDue(f.margin())) {
+		if c.Due(subStage, f.now(), f.margin()) != identity.NotDue {
 			return true
 		}
 	}
@@ -201,27 +205,35 @@ func (f *Fake) NeedsRefresh(st *executor.JobState) bool {
 }
 
 // NextRefresh implements executor.Identity.
-func (f *Fake) NextRefresh(st *executor.JobState) (time.Time, bool) {
+func (f *Fake) NextRefresh(st *executor.JobState, subStage string) (time.Time, bool) {
 	var next time.Time
 	for _, c := range st.Credentials {
-		if cur := c.Current(); cur != nil {
-			if at := cur.RefreshDue(f.margin()); next.IsZero() || at.Before(next) {
-				next = at
-			}
+		if at, ok := c.NextRefresh(subStage, f.margin()); ok && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 	}
 	return next, !next.IsZero()
 }
 
-// Refresh implements executor.Identity.
-func (f *Fake) Refresh(_ context.Context, l *executor.Ledger) error {
+// Refresh implements executor.Identity, rotation each step included.
+func (f *Fake) Refresh(_ context.Context, l *executor.Ledger, subStage string) error {
 	f.record("Refresh")
 	if f.FailIssue != nil {
 		return f.FailIssue
 	}
 	for _, c := range l.State().Credentials {
-		if cur := c.Current(); cur != nil && !f.now().Before(cur.RefreshDue(f.margin())) {
+		why := c.Due(subStage, f.now(), f.margin())
+		if why == identity.NotDue {
+			continue
+		}
+		if why != identity.DueAdopt {
 			if err := f.issue(l, c); err != nil {
+				return err
+			}
+		}
+		if c.RotatesEachStep() {
+			cur := c.Current()
+			if err := l.Update(func(*executor.JobState) { cur.Step = subStage }); err != nil {
 				return err
 			}
 		}
@@ -279,27 +291,30 @@ func (f *Fake) paths(c *identity.Credential) (file, prefix string) {
 	if c.Name == "" {
 		return f.tokenFile(), f.envPrefix()
 	}
-	return path.Join(path.Dir(f.tokenFile()), c.Name+"-token"), f.envPrefix() + strings.Map(envRune, strings.ToUpper(c.Name)) + "_"
+	return path.Join(path.Dir(f.tokenFile()), c.Name+"-token"), identity.CredentialGrant{Name: c.Name}.EnvName(f.envPrefix(), "")
 }
 
-// Files implements executor.Identity.
-func (f *Fake) Files(st *executor.JobState, _ string) []executor.SecretFile {
+// Files implements executor.Identity: the token file of each credential
+// present in the sub-stage, a removal for each one absent.
+func (f *Fake) Files(st *executor.JobState, subStage string) []executor.SecretFile {
 	var out []executor.SecretFile
 	for _, c := range st.Credentials {
-		if cur := c.Current(); cur != nil {
-			file, _ := f.paths(c)
+		file, _ := f.paths(c)
+		if cur := c.Current(); cur != nil && c.PresentIn(subStage) {
 			out = append(out, executor.SecretFile{Path: file, Content: cur.Token.Reveal()})
+		} else {
+			out = append(out, executor.SecretFile{Path: file, Remove: true})
 		}
 	}
 	return out
 }
 
 // Env implements executor.Identity.
-func (f *Fake) Env(st *executor.JobState, _ string) []string {
+func (f *Fake) Env(st *executor.JobState, subStage string) []string {
 	var env []string
 	for _, c := range st.Credentials {
 		cur := c.Current()
-		if cur == nil {
+		if cur == nil || !c.PresentIn(subStage) {
 			continue
 		}
 		file, p := f.paths(c)
@@ -332,12 +347,3 @@ func (f *Fake) Describe(st *executor.JobState) []string {
 
 // ReapApps implements executor.Identity; the Fake makes no apps.
 func (f *Fake) ReapApps(context.Context, func(int64) bool) (int, error) { return 0, nil }
-
-// envRune keeps upper-case letters and digits of a credential name and
-// makes anything else _, as the broker does.
-func envRune(r rune) rune {
-	if (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
-		return r
-	}
-	return '_'
-}
