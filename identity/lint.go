@@ -108,6 +108,9 @@ func (p *Policy) Lint() []LintFinding {
 				if len(runnerWork) == 1 {
 					verb = "runs"
 				}
+				if who == "" {
+					who = "its token "
+				}
 				if len(runnerWork) > 0 {
 					add(key("steps", c.Steps != nil), "%sis present in %s, which %s the runner's own work (sources, caches, artifacts), not the job's script: a token there only widens where it can leak; list the job's steps (step_script, step_<name>, after_script) instead",
 						who, strings.Join(runnerWork, ", "), verb)

@@ -35,7 +35,7 @@ func TestLintCredentials(t *testing.T) {
 				{Name: "b", Scopes: []string{"y"}, Steps: []string{"upload_artifacts_*", "archive_cache"}},
 			}},
 		}, []string{
-			"#0 steps: is present in get_sources, which runs the runner's own work (sources, caches, artifacts), not the job's script: a token there only widens where it can leak; list the job's steps (step_script, step_<name>, after_script) instead",
+			"#0 steps: its token is present in get_sources, which runs the runner's own work (sources, caches, artifacts), not the job's script: a token there only widens where it can leak; list the job's steps (step_script, step_<name>, after_script) instead",
 			`#1 steps: credential "a" is present in prepare_script, get_sources, clear_worktree, restore_cache, download_artifacts, archive_cache, archive_cache_on_failure, upload_artifacts_on_success, upload_artifacts_on_failure, cleanup_file_variables, which run`,
 			`#1 credentials[1].steps: credential "b" is present in archive_cache, upload_artifacts_on_success, upload_artifacts_on_failure, which run`,
 		}},
