@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -50,18 +49,6 @@ func TestLintCredentials(t *testing.T) {
 				{Name: "same", Scopes: []string{"read", "write"}, AuthorizationServer: "aus1"}}},
 		}, []string{`#1 credentials[1].scopes: credential "same" grants ["write"] to jobs on unprotected refs, which rule "publish" (#1) grants only to protected ones`}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := Policy{Rules: tc.rules}
-			got := p.Lint()
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %d findings, want %d: %+v", len(got), len(tc.want), got)
-			}
-			for i, f := range got {
-				line := "#" + string(rune('0'+f.Index)) + " " + f.Key + ": " + f.Message
-				if !strings.HasPrefix(line, tc.want[i]) {
-					t.Errorf("finding %d:\n got %s\nwant %s...", i, line, tc.want[i])
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantFindings(t, tc.rules, tc.want) })
 	}
 }
