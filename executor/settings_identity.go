@@ -340,6 +340,7 @@ func (s *Settings) validateIdentity() error {
 	if m := o.RefreshMargin.Duration; m <= 0 || m >= minLifetime {
 		add("okta.refresh_margin %s must be positive and shorter than the shortest token lifetime (%s)", m, minLifetime)
 	}
+	errs = append(errs, s.credentialProblems()...)
 	if o.Apps.MaxConcurrent < 1 || o.Apps.MaxConcurrent > 1000 {
 		add("okta.apps.max_concurrent %d: use 1 to 1000", o.Apps.MaxConcurrent)
 	}

@@ -132,14 +132,7 @@ func TestValidateCredentials(t *testing.T) {
 			{Name: "unnamed-rotate", Scopes: []string{"a"}, Mode: ModeApp, AccessPolicy: "p", Deliver: DeliverCredentials, Rotate: RotateEachStep},
 		},
 	}
-	err := p.Validate()
-	if err == nil {
-		t.Fatal("Validate accepted an invalid policy")
-	}
-	var got []string
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		got = append(got, e.Error())
-	}
+	got := validationErrors(t, p)
 	want := []string{
 		`policy: on_excess_request "ignore" is not "fail" or "trim"`,
 		`policy rule "both": scopes, authorization_server, access_policy and deliver are set per credential in a rule with credentials (found scopes, authorization_server, access_policy, deliver)`,

@@ -15,6 +15,10 @@ type Explanation struct {
 	// Denial is Evaluate's *DenialError when no rule matched; its Lines
 	// and Error are exactly what the job log and audit trail show.
 	Denial *DenialError
+	// Variables looks up the job's variables, for its request variables
+	// (Policy.NarrowRule); nil when not known. Explain leaves it to the
+	// caller.
+	Variables func(name string) (string, bool)
 }
 
 // RuleExplanation is one rule checked against the claims.

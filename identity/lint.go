@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
 )
@@ -43,8 +44,9 @@ func (p *Policy) Lint() []LintFinding {
 				break
 			}
 		}
+		grants := r.Grants()
 		if len(r.BoundClaims) == 0 {
-			add("", "has no bound_claims: it grants %s to every job of every project this runner serves", shownList(r.Scopes))
+			add("", "has no bound_claims: it grants %s to every job of every project this runner serves", shownList(allScopes(grants)))
 		}
 		for _, name := range sortedKeys(r.BoundClaims) {
 			values := r.BoundClaims[name]
@@ -62,15 +64,88 @@ func (p *Policy) Lint() []LintFinding {
 				}
 			}
 		}
-		if !r.protectedOnly() {
-			for j := range p.Rules {
-				o := &p.Rules[j]
-				if j == i || !o.protectedOnly() || o.AuthorizationServer != r.AuthorizationServer {
-					continue
+		for k, g := range grants {
+			own := len(r.Credentials) > 0
+			key := func(field string, owned bool) string {
+				if own && owned {
+					return fmt.Sprintf("credentials[%d].%s", k, field)
 				}
-				if shared := intersect(r.Scopes, o.Scopes); len(shared) > 0 {
-					add("scopes", "grants %s to jobs on unprotected refs, which rule %q (#%d) grants only to protected ones: bind ref_protected = [\"true\"] here too, or drop the scope", shownList(shared), o.Name, j+1)
+				return field
+			}
+			var c CredentialGrant
+			if own {
+				c = r.Credentials[k]
+			}
+			who := credentialPrefix(g)
+			if !r.protectedOnly() {
+				for j := range p.Rules {
+					o := &p.Rules[j]
+					if j == i || !o.protectedOnly() {
+						continue
+					}
+					var shared []string
+					for _, h := range o.Grants() {
+						if h.AuthorizationServer == g.AuthorizationServer {
+							shared = append(shared, intersect(g.Scopes, h.Scopes)...)
+						}
+					}
+					if shared = intersect(g.Scopes, shared); len(shared) > 0 {
+						add(key("scopes", true), "%sgrants %s to jobs on unprotected refs, which rule %q (#%d) grants only to protected ones: bind ref_protected = [\"true\"] here too, or drop the scope", who, shownList(shared), o.Name, j+1)
+					}
 				}
+			}
+			if g.Rotate == RotateEachStep && g.Lifetime.Duration > maxRotatedLifetime {
+				add(key("lifetime", c.Lifetime.Duration != 0), "%srotates each step but its tokens live %s: a token that escapes revocation (a failed revoke, a runner host that stops) stays valid long after its step; a lifetime near the longest step, such as 15m, is enough", who, g.Lifetime)
+			}
+			if g.Steps != nil {
+				var runnerWork []string
+				for _, st := range runnerSubStages {
+					if g.PresentIn(st) {
+						runnerWork = append(runnerWork, st)
+					}
+				}
+				verb := "run"
+				if len(runnerWork) == 1 {
+					verb = "runs"
+				}
+				if who == "" {
+					who = "its token "
+				}
+				if len(runnerWork) > 0 {
+					add(key("steps", c.Steps != nil), "%sis present in %s, which %s the runner's own work (sources, caches, artifacts), not the job's script: a token there only widens where it can leak; list the job's steps (step_script, step_<name>, after_script) instead",
+						who, strings.Join(runnerWork, ", "), verb)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// maxRotatedLifetime is the longest lifetime that lint finds sensible for a
+// token rotated at every step: steps of more than an hour are rare, and a
+// rotated token's lifetime only matters when its revocation fails.
+const maxRotatedLifetime = time.Hour
+
+// runnerSubStages are the sub-stages that run the runner's own work, never
+// the job's script.
+var runnerSubStages = []string{"prepare_script", "get_sources", "clear_worktree", "restore_cache", "download_artifacts",
+	"archive_cache", "archive_cache_on_failure", "upload_artifacts_on_success", "upload_artifacts_on_failure", "cleanup_file_variables"}
+
+// credentialPrefix starts a finding about a named credential.
+func credentialPrefix(g CredentialGrant) string {
+	if g.Name == "" {
+		return ""
+	}
+	return fmt.Sprintf("credential %q ", g.Name)
+}
+
+// allScopes is every scope of grants, once each, in order.
+func allScopes(grants []CredentialGrant) []string {
+	var out []string
+	for _, g := range grants {
+		for _, s := range g.Scopes {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
 			}
 		}
 	}

@@ -51,22 +51,27 @@ func TestLint(t *testing.T) {
 			rule("any", true, write, map[string][]string{"project_path": {"c/d"}}),
 		}, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := Policy{Rules: tc.rules}
-			got := p.Lint()
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %d findings, want %d: %+v", len(got), len(tc.want), got)
-			}
-			for i, f := range got {
-				line := "#" + string(rune('0'+f.Index)) + " " + f.Key + ": " + f.Message
-				if !strings.HasPrefix(line, tc.want[i]) {
-					t.Errorf("finding %d:\n got %s\nwant %s...", i, line, tc.want[i])
-				}
-				if f.Rule != tc.rules[f.Index].Name {
-					t.Errorf("finding %d names rule %q, want %q", i, f.Rule, tc.rules[f.Index].Name)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantFindings(t, tc.rules, tc.want) })
+	}
+}
+
+// wantFindings lints rules and compares the findings, as "#index key:
+// message", with the prefixes in want, in order.
+func wantFindings(t *testing.T, rules []Rule, want []string) {
+	t.Helper()
+	p := Policy{Rules: rules}
+	got := p.Lint()
+	if len(got) != len(want) {
+		t.Fatalf("got %d findings, want %d: %+v", len(got), len(want), got)
+	}
+	for i, f := range got {
+		line := "#" + string(rune('0'+f.Index)) + " " + f.Key + ": " + f.Message
+		if !strings.HasPrefix(line, want[i]) {
+			t.Errorf("finding %d:\n got %s\nwant %s...", i, line, want[i])
+		}
+		if f.Rule != rules[f.Index].Name {
+			t.Errorf("finding %d names rule %q, want %q", i, f.Rule, rules[f.Index].Name)
+		}
 	}
 }
 

@@ -120,14 +120,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 			{Name: "noscopes"},
 		},
 	}
-	err := p.Validate()
-	if err == nil {
-		t.Fatal("Validate accepted an invalid policy")
-	}
-	var got []string
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		got = append(got, e.Error())
-	}
+	got := validationErrors(t, p)
 	want := []string{
 		`policy: on_no_match "allow" is not "fail" or "no_identity"`,
 		`policy rule "deploy": lifetime 2m is below Okta's minimum of 5m`,
@@ -336,4 +329,19 @@ func TestEvaluateInvalidGlobIsAnError(t *testing.T) {
 	if err == nil || errors.As(err, &de) {
 		t.Fatalf("err = %v, want a policy error that is not a denial", err)
 	}
+}
+
+// validationErrors returns Validate's problems of p, one per entry; p must
+// be invalid.
+func validationErrors(t *testing.T, p Policy) []string {
+	t.Helper()
+	err := p.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted an invalid policy")
+	}
+	var got []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		got = append(got, e.Error())
+	}
+	return got
 }

@@ -204,7 +204,11 @@ func (p *Policy) NarrowRule(r *Rule, vars func(name string) (string, bool), envP
 		variable := RequestVariable(envPrefix, g.Name)
 		if g.Name != "" && !own && hasGeneral {
 			shared = append(shared, i)
-			union = append(union, g.Scopes...)
+			for _, sc := range g.Scopes {
+				if !slices.Contains(union, sc) {
+					union = append(union, sc)
+				}
+			}
 			continue
 		}
 		if !own {

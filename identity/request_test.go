@@ -211,6 +211,11 @@ func TestNarrowRule(t *testing.T) {
 			}
 		})
 	}
+	// The shared grant names a scope two credentials grant once.
+	_, err := p.NarrowRule(release, lookup(map[string]string{"OKTA_REQUEST": "zz"}), "OKTA_")
+	if want := `OKTA_REQUEST asks for none of the scopes rule "release" grants: asked for: zz; granted: d:w d:r a:r a:w api`; err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
 	if release.Credentials[0].Scopes[0] != "d:w" || len(release.Credentials[0].Scopes) != 2 {
 		t.Error("NarrowRule changed the rule")
 	}

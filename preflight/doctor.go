@@ -287,8 +287,8 @@ func SettingsResults(c CheckResult) []Result {
 // ruleServers lists the issuers the rules use, in rule order.
 func ruleIssuers(s *executor.Settings) []string {
 	var out []string
-	for _, r := range s.Policy.Rules {
-		if is := s.Identity.IssuerFor(r.AuthorizationServer); !slices.Contains(out, is) {
+	for _, g := range s.Policy.AllGrants() {
+		if is := s.Identity.IssuerFor(g.AuthorizationServer); !slices.Contains(out, is) {
 			out = append(out, is)
 		}
 	}

@@ -21,11 +21,13 @@ func (d *Doctor) oktaChecks(ctx context.Context) []Result {
 	}
 	for i := range d.Settings.Policy.Rules {
 		r := &d.Settings.Policy.Rules[i]
-		if r.Mode == identity.ModeApp {
-			out = append(out, d.checkAppPolicy(ctx, r))
-			continue
+		for _, g := range r.Grants() {
+			if g.Mode == identity.ModeApp {
+				out = append(out, d.checkAppPolicy(ctx, r, g))
+				continue
+			}
+			out = append(out, d.checkGrantToken(ctx, r, g)...)
 		}
-		out = append(out, d.checkRuleToken(ctx, r)...)
 	}
 	if d.Settings.UsesAppMode() {
 		out = append(out, d.checkAppRateLimit(ctx))
@@ -72,21 +74,31 @@ func orNone(s string) string {
 	return s
 }
 
-func (d *Doctor) lifetimeOf(r *identity.Rule) time.Duration {
-	if r.Lifetime.Duration > 0 {
-		return r.Lifetime.Duration
+func (d *Doctor) lifetimeOf(g identity.CredentialGrant) time.Duration {
+	if g.Lifetime.Duration > 0 {
+		return g.Lifetime.Duration
 	}
 	return d.Settings.Identity.DefaultLifetime.Duration
 }
 
-// checkRuleToken mints a real token with the rule's scopes, revokes it at
-// once, audits both as "doctor", and compares its lifetime with the rule's.
-func (d *Doctor) checkRuleToken(ctx context.Context, r *identity.Rule) []Result {
+// grantLabel names a grant in check names: `rule "r"` for a rule's
+// unnamed grant, `rule "r" credential "c"` for a named one.
+func grantLabel(r *identity.Rule, g identity.CredentialGrant) string {
+	if g.Name == "" {
+		return fmt.Sprintf("rule %q", r.Name)
+	}
+	return fmt.Sprintf("rule %q credential %q", r.Name, g.Name)
+}
+
+// checkGrantToken mints a real token with the grant's scopes, revokes it
+// at once, audits both as "doctor", and compares its lifetime with the
+// grant's.
+func (d *Doctor) checkGrantToken(ctx context.Context, r *identity.Rule, g identity.CredentialGrant) []Result {
 	s := d.Settings
-	name := fmt.Sprintf("okta.token rule %q", r.Name)
-	issuer := s.Identity.IssuerFor(r.AuthorizationServer)
-	req := identity.TokenRequest{Issuer: issuer, Scopes: r.Scopes}
-	mode := r.Mode
+	name := "okta.token " + grantLabel(r, g)
+	issuer := s.Identity.IssuerFor(g.AuthorizationServer)
+	req := identity.TokenRequest{Issuer: issuer, Scopes: g.Scopes}
+	mode := g.Mode
 	if mode == "" {
 		mode = identity.ModeToken
 	}
@@ -110,11 +122,11 @@ func (d *Doctor) checkRuleToken(ctx context.Context, r *identity.Rule) []Result 
 		tok, err = d.Tokens.Issue(ctx, req)
 		revoke = d.Tokens.Revoke
 	}
-	audit := identity.AuditEvent{Event: EventDoctor, Runner: s.RunnerID, Rule: r.Name, Mode: mode, Scopes: r.Scopes, Issuer: issuer}
+	audit := identity.AuditEvent{Event: EventDoctor, Runner: s.RunnerID, Rule: r.Name, Credential: g.Name, Mode: mode, Scopes: g.Scopes, Issuer: issuer}
 	if err != nil {
 		audit.Outcome, audit.Reason = "refused", err.Error()
 		d.record(audit)
-		return []Result{tokenFailure(name, mode, client, issuer, r.Scopes, err)}
+		return []Result{tokenFailure(name, mode, client, issuer, g.Scopes, err)}
 	}
 	rid, rerr := revoke(context.WithoutCancel(ctx), tok.Issuer, tok.Value)
 	exp := tok.ExpiresAt
@@ -135,16 +147,16 @@ func (d *Doctor) checkRuleToken(ctx context.Context, r *identity.Rule) []Result 
 	} else {
 		out = append(out, pass(name, "%s", detail))
 	}
-	out = append(out, d.checkLifetime(r, tok))
+	out = append(out, d.checkLifetime(grantLabel(r, g), g, tok))
 	return out
 }
 
 // checkLifetime compares the lifetime Okta granted (expires_in) with the
-// rule's and the refresh margin.
-func (d *Doctor) checkLifetime(r *identity.Rule, tok identity.Token) Result {
-	name := fmt.Sprintf("okta.lifetime rule %q", r.Name)
+// grant's and the refresh margin; label names the grant (grantLabel).
+func (d *Doctor) checkLifetime(label string, g identity.CredentialGrant, tok identity.Token) Result {
+	name := "okta.lifetime " + label
 	granted := tok.ExpiresAt.Sub(tok.IssuedAt).Round(time.Second)
-	want := d.lifetimeOf(r)
+	want := d.lifetimeOf(g)
 	margin := d.Settings.Identity.RefreshMargin.Duration
 	fix := fmt.Sprintf("set the access policy rule's access token lifetime on %s to at least %s", tok.Issuer, identity.Duration{Duration: want})
 	switch {
@@ -211,21 +223,21 @@ func (d *Doctor) record(e identity.AuditEvent) {
 	_ = d.Audit.Record(e) // audit_log has its own check
 }
 
-// checkAppPolicy reads the access policy an app-mode rule edits.
-func (d *Doctor) checkAppPolicy(ctx context.Context, r *identity.Rule) Result {
-	name := fmt.Sprintf("okta.apps rule %q", r.Name)
-	as := d.Settings.Identity.AuthServerID(r.AuthorizationServer)
+// checkAppPolicy reads the access policy an app-mode grant edits.
+func (d *Doctor) checkAppPolicy(ctx context.Context, r *identity.Rule, g identity.CredentialGrant) Result {
+	name := "okta.apps " + grantLabel(r, g)
+	as := d.Settings.Identity.AuthServerID(g.AuthorizationServer)
 	mgmt := d.Settings.Identity.ClientID
-	clients, err := d.Apps.CheckAccessPolicy(ctx, as, r.AccessPolicy, r.Scopes)
+	clients, err := d.Apps.CheckAccessPolicy(ctx, as, g.AccessPolicy, g.Scopes)
 	var me *okta.ManagementError
 	switch {
 	case errors.As(err, &me) && (me.Status == http.StatusForbidden || me.Code == "E0000006"):
 		return fail(name, fmt.Sprintf("assign app %s an admin role that may manage authorization servers and apps (Applications > %s > Admin roles; e.g. a custom role with those permissions), with scopes %s and %s granted",
 			mgmt, mgmt, okta.ScopeAppsManage, okta.ScopeAuthServersManage),
-			"the management token works but reading access policy %s on %s is forbidden (403 E0000006): the app has no admin role for it", r.AccessPolicy, as)
+			"the management token works but reading access policy %s on %s is forbidden (403 E0000006): the app has no admin role for it", g.AccessPolicy, as)
 	case errors.As(err, &me) && me.NotFound():
 		return fail(name, "set access_policy to the id of a policy on authorization server "+as,
-			"access policy %s does not exist on authorization server %s: %v", r.AccessPolicy, as, err)
+			"access policy %s does not exist on authorization server %s: %v", g.AccessPolicy, as, err)
 	case errors.As(err, &me) && me.Status == http.StatusUnauthorized:
 		return fail(name, fmt.Sprintf("grant %s and %s to app %s (Okta API Scopes)", okta.ScopeAppsManage, okta.ScopeAuthServersManage, mgmt),
 			"the management token was refused: %v", err)
@@ -234,7 +246,7 @@ func (d *Doctor) checkAppPolicy(ctx context.Context, r *identity.Rule) Result {
 			okta.ScopeAppsManage, okta.ScopeAuthServersManage, mgmt), "%v", err)
 	}
 	return pass(name, "management token works; access policy %s on %s is readable and grants %s (%d clients listed)",
-		r.AccessPolicy, as, strings.Join(r.Scopes, " "), len(clients))
+		g.AccessPolicy, as, strings.Join(g.Scopes, " "), len(clients))
 }
 
 // checkAppRateLimit compares this runner's worst-case app API calls per

@@ -39,6 +39,11 @@ func locateKeys(src []byte) keyLines {
 			name := normalizeKey(strings.TrimSuffix(strings.TrimPrefix(line, "[["), "]]"))
 			idx := arrays[name]
 			arrays[name] = idx + 1
+			for k := range arrays { // a new element starts its nested arrays afresh
+				if strings.HasPrefix(k, name+".") {
+					delete(arrays, k)
+				}
+			}
 			table = resolveTable(name, arrays) // uses the new count
 			lines.set(table, n)
 		case strings.HasPrefix(line, "["):

@@ -42,3 +42,34 @@ lifetime = "10m"
 		}
 	}
 }
+
+// TestLocateNestedArraysOfTables: [[policy.rules.credentials]] count per
+// rule, as TOML nests them.
+func TestLocateNestedArraysOfTables(t *testing.T) {
+	src := `[[policy.rules]]
+name = "one"
+[[policy.rules.credentials]]
+name = "a"
+[[policy.rules.credentials]]
+name = "b"
+steps = ["*"]
+[[policy.rules]]
+name = "two"
+[[policy.rules.credentials]]
+name = "c"
+scopes = ["x"]
+`
+	lines := locateKeys([]byte(src))
+	for path, want := range map[string]int{
+		"policy.rules[0].credentials[0].name":   4,
+		"policy.rules[0].credentials[1].steps":  7,
+		"policy.rules[1]":                       8,
+		"policy.rules[1].credentials[0]":        10,
+		"policy.rules[1].credentials[0].scopes": 12,
+		"policy.rules[1].credentials[1].scopes": 8, // absent: its rule
+	} {
+		if got := lines.line(path); got != want {
+			t.Errorf("line(%s) = %d, want %d", path, got, want)
+		}
+	}
+}

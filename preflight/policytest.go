@@ -29,10 +29,14 @@ import (
 //	ref_protected = true
 //	[case.id_token]                  # claims of a verified GitLab ID token (optional)
 //	environment = "production"
+//	[case.variables]                 # job variables (optional; over the payload's), e.g. request variables
+//	OKTA_REQUEST = "artifacts:read"
 //	[case.expect]
 //	rule   = "publish"               # the rule that must win; or denied = true
-//	scopes = ["artifacts:write"]     # optional: the exact scopes granted
+//	scopes = ["artifacts:write"]     # optional: the exact scopes granted (a rule without credentials)
 //	mode   = "token"                 # optional
+//	credentials = { deploy = ["deploy:write"] }  # optional: the named credentials issued and their scopes
+//	request_error = "..."            # optional: a part of the error the job's request variables fail it with
 //	denial_contains = "..."          # optional, with denied: a part of the one-line denial
 type TestFile struct {
 	Cases []TestCase `toml:"case"`
@@ -44,7 +48,10 @@ type TestCase struct {
 	Payload string         `toml:"payload"`
 	Job     *TestJob       `toml:"job"`
 	IDToken map[string]any `toml:"id_token"`
-	Expect  TestExpect     `toml:"expect"`
+	// Variables are job variables, looked up before the payload's: the
+	// request variables that narrow the grant.
+	Variables map[string]string `toml:"variables"`
+	Expect    TestExpect        `toml:"expect"`
 }
 
 // TestJob are the payload fields GitLab sets (RUNNER.md), the only ones a
@@ -71,6 +78,12 @@ type TestExpect struct {
 	Scopes         []string `toml:"scopes"`
 	Mode           string   `toml:"mode"`
 	DenialContains string   `toml:"denial_contains"`
+	// Credentials are the named credentials issued, each with its exact
+	// scopes; a credential not listed must not be issued.
+	Credentials map[string][]string `toml:"credentials"`
+	// RequestError is a part of the error the job's request variables
+	// fail it with.
+	RequestError string `toml:"request_error"`
 }
 
 // defaultTestJobID stands in for the job id a payload always has.
@@ -107,8 +120,11 @@ func LoadTestFile(path string) (*TestFile, error) {
 		if c.Expect.Denied == (c.Expect.Rule != "") {
 			bad("expect needs exactly one of rule or denied = true")
 		}
-		if c.Expect.Denied && (len(c.Expect.Scopes) > 0 || c.Expect.Mode != "") {
-			bad("expect: scopes and mode apply to a rule, not to denied")
+		if c.Expect.Denied && (len(c.Expect.Scopes) > 0 || c.Expect.Mode != "" || c.Expect.Credentials != nil || c.Expect.RequestError != "") {
+			bad("expect: scopes, mode, credentials and request_error apply to a rule, not to denied")
+		}
+		if c.Expect.RequestError != "" && (len(c.Expect.Scopes) > 0 || c.Expect.Credentials != nil) {
+			bad("expect: a job failed by its request_error gets no scopes or credentials")
 		}
 		if !c.Expect.Denied && c.Expect.DenialContains != "" {
 			bad("expect: denial_contains needs denied = true")
@@ -146,6 +162,15 @@ func RunPolicyTests(s *executor.Settings, path string) ([]CaseResult, error) {
 		ex, err := ExplainJob(s, p, idClaims)
 		if err != nil {
 			return nil, fmt.Errorf("%s: case %q: %w", path, c.Name, err)
+		}
+		if c.Variables != nil {
+			payloadVars := ex.Variables
+			ex.Variables = func(name string) (string, bool) {
+				if v, ok := c.Variables[name]; ok {
+					return v, true
+				}
+				return payloadVars(name)
+			}
 		}
 		out = append(out, judge(s, c, ex))
 	}
@@ -222,8 +247,11 @@ func judge(s *executor.Settings, c TestCase, ex identity.Explanation) CaseResult
 	r := CaseResult{Name: c.Name, Explanation: ex}
 	var g Grant
 	if ex.Decision != nil {
-		g = GrantFor(s, ex.Decision.Rule)
-		r.Got = fmt.Sprintf("rule %q grants %s (mode %s)", g.Rule, strings.Join(g.Scopes, " "), g.Mode)
+		g = GrantForJob(s, ex.Decision.Rule, ex.Variables)
+		r.Got = g.Summary()
+		if g.RequestError != nil {
+			r.Got = fmt.Sprintf("rule %q matches, but the job's request fails it: %v", g.Rule, g.RequestError)
+		}
 	} else {
 		r.Got = "denied: " + ex.Denial.Error()
 	}
@@ -238,13 +266,44 @@ func judge(s *executor.Settings, c TestCase, ex identity.Explanation) CaseResult
 		r.Why = fmt.Sprintf("want rule %q", e.Rule)
 	case g.Rule != e.Rule:
 		r.Why = fmt.Sprintf("want rule %q", e.Rule)
+	case e.RequestError != "" && (g.RequestError == nil || !strings.Contains(g.RequestError.Error(), e.RequestError)):
+		r.Why = fmt.Sprintf("want the job's request to fail it with %q", e.RequestError)
+	case e.RequestError == "" && g.RequestError != nil:
+		r.Why = "want no request error"
+	case e.Scopes != nil && g.Named():
+		r.Why = "want scopes of an unnamed grant, but the rule has named credentials: use expect.credentials"
 	case e.Scopes != nil && !slices.Equal(sorted(g.Scopes), sorted(e.Scopes)):
 		r.Why = fmt.Sprintf("want scopes %s", strings.Join(e.Scopes, " "))
+	case e.Credentials != nil && !sameCredentials(g, e.Credentials):
+		r.Why = "want credentials " + credentialsText(e.Credentials)
 	case e.Mode != "" && e.Mode != g.Mode:
 		r.Why = fmt.Sprintf("want mode %s", e.Mode)
 	}
 	r.Passed = r.Why == ""
 	return r
+}
+
+// sameCredentials reports whether g issues exactly the named credentials
+// of want, each with exactly its scopes.
+func sameCredentials(g Grant, want map[string][]string) bool {
+	if !g.Named() || len(g.Credentials) != len(want) {
+		return false
+	}
+	for _, c := range g.Credentials {
+		w, ok := want[c.Name]
+		if !ok || !slices.Equal(sorted(c.Scopes), sorted(w)) {
+			return false
+		}
+	}
+	return true
+}
+
+func credentialsText(m map[string][]string) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, name+": "+strings.Join(m[name], " "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func sorted(s []string) []string {

@@ -13,9 +13,10 @@ import (
 func TestShippedPolicyFixtures(t *testing.T) {
 	dir := "../../configs/policy-tests"
 	for fixture, settings := range map[string]string{
-		"readme-policy.test.toml":    "readme-policy.settings.toml",
-		"readme-app-mode.test.toml":  "readme-app-mode.settings.toml",
-		"settings.example.test.toml": "../settings.example.toml",
+		"readme-policy.test.toml":      "readme-policy.settings.toml",
+		"readme-app-mode.test.toml":    "readme-app-mode.settings.toml",
+		"settings.example.test.toml":   "../settings.example.toml",
+		"readme-credentials.test.toml": "readme-credentials.settings.toml",
 	} {
 		t.Run(fixture, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -26,7 +27,7 @@ func TestShippedPolicyFixtures(t *testing.T) {
 		})
 	}
 	fixtures, _ := filepath.Glob(filepath.Join(dir, "*.test.toml"))
-	if len(fixtures) != 3 {
+	if len(fixtures) != 4 {
 		t.Errorf("configs/policy-tests has %d fixtures; add the new one to this test", len(fixtures))
 	}
 }
@@ -41,6 +42,7 @@ func TestReadmePolicyFixturesMatchReadme(t *testing.T) {
 	for heading, file := range map[string]string{
 		"## Policy":                         "readme-policy.settings.toml",
 		"**App mode and access policies.**": "readme-app-mode.settings.toml",
+		"## Named credentials":              "readme-credentials.settings.toml",
 	} {
 		sec := string(readme)
 		i := strings.Index(sec, heading)

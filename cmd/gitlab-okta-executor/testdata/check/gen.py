@@ -96,11 +96,51 @@ cases = [
     ("claim-bool", "policy.rules.bound_claims", "ref_protected", '["yes"]'),
     ("claim-glob", "policy.rules.bound_claims", "ref", '["[main"]'),
     ("claim-empty", "policy.rules.bound_claims", "ref", '[""]'),
+    ("policy-on_excess_request", "policy", "on_excess_request", '"ignore"'),
+    ("rule-on_excess_request", "[policy.rules]", "on_excess_request", '"drop"'),
+    ("rule-steps", "[policy.rules]", "steps", '["get_source"]'),
+    ("rule-steps-empty", "[policy.rules]", "steps", '[]'),
+    ("rule-rotate", "[policy.rules]", "rotate", '"hourly"'),
 ]
 for name, sec, key, val in cases:
     s = base()
     setkey(s, sec, key, val)
     open(f"broken-{name}.toml", "w").write(f"# {sec + '.' if sec else ''}{key} is wrong; the rest is valid.\n" + render(s))
+
+# Named credentials: the base rule's grant as one credential.
+def credbase():
+    s = base()
+    setkey(s, "[policy.rules]", "scopes", None)
+    s["[policy.rules.credentials]"] = [("name", '"deploy"'), ("scopes", '["deploy:write"]')]
+    return s
+
+credcases = [
+    ("credential-name", "name", '"has-dash"'),
+    ("credential-scopes", "scopes", "[]"),
+    ("credential-authorization_server", "authorization_server", '"aus 1"'),
+    ("credential-lifetime", "lifetime", '"48h"'),
+    ("credential-lifetime-margin", "lifetime", '"5m"'),
+    ("credential-mode", "mode", '"magic"'),
+    ("credential-deliver", "deliver", '"credentials"'),
+    ("credential-steps", "steps", '["step_*_x", "cache"]'),
+    ("credential-rotate", "rotate", '"daily"'),
+]
+for name, key, val in credcases:
+    s = credbase()
+    setkey(s, "[policy.rules.credentials]", key, val)
+    open(f"broken-{name}.toml", "w").write(f"# [[policy.rules.credentials]].{key} is wrong; the rest is valid.\n" + render(s))
+s = credbase(); setkey(s, "[policy.rules]", "scopes", '["artifacts:read"]')
+open("broken-rule-scopes-and-credentials.toml", "w").write("# A rule with credentials has scopes of its own too.\n" + render(s))
+s = credbase()
+for k, v in [("mode", '"app"'), ("access_policy", '"00p1"'), ("deliver", '"credentials"'), ("rotate", '"each_step"')]:
+    setkey(s, "[policy.rules.credentials]", k, v)
+open("broken-credential-rotate-deliver.toml", "w").write("# rotate = \"each_step\" with app credentials the job mints its own tokens from.\n" + render(s))
+s = credbase()
+open("broken-credential-duplicate.toml", "w").write("# Two credentials whose names differ only in case.\n" + render(s) +
+    '[[policy.rules.credentials]]\nname = "Deploy"\nscopes = ["deploy:read"]\n')
+s = credbase()
+open("valid-credentials.toml", "w").write("# A valid rule with two named credentials: check prints no problem and no warning.\n" + render(s) +
+    '[[policy.rules.credentials]]\nname = "artifacts"\nauthorization_server = "aus_artifacts_1"\nscopes = ["artifacts:read"]\nlifetime = "10m"\nsteps = ["step_script"]\nrotate = "each_step"\n')
 
 s = base()
 open("valid.toml", "w").write("# A valid settings file: check prints no problem and no warning.\n" + render(s))
@@ -167,6 +207,25 @@ project_path = ["platform/**"]
 "unbounded": '''[[policy.rules]]
 name = "all"
 scopes = ["artifacts:read"]
+''',
+"rotate-lifetime": '''[[policy.rules]]
+name = "release"
+require_id_token = true
+rotate = "each_step"
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
+[[policy.rules.credentials]]
+name = "deploy"
+scopes = ["deploy:write"]
+lifetime = "4h"
+''',
+"runner-steps": '''[[policy.rules]]
+name = "build"
+require_id_token = true
+scopes = ["artifacts:read"]
+steps = ["get_sources", "step_*", "upload_artifacts_*"]
+[policy.rules.bound_claims]
+project_path = ["platform/api"]
 ''',
 }
 for name, rules in lint.items():
