@@ -744,6 +744,9 @@ func TestIdentityTokenFileBelongsToTheConfiguredUser(t *testing.T) {
 	s.config()
 	s.prepare()
 	_, entry := w.liveToken(t, s.id)
+	// The file is written for the first sub-stage the credential is
+	// present in (by default the job's script), not at prepare.
+	s.run(harness.SubStageBuildScript)
 	build, ok := w.containerWithRole("build")
 	if !ok {
 		t.Fatal("no build container after prepare")
