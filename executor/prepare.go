@@ -209,6 +209,10 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("starting build container: %w", err)
 	}
+	// Before any credential enters it (confinement.go).
+	if err := s.verifyConfinement(ctx, buildID, plan.build.privileged); err != nil {
+		return err
+	}
 
 	if st.Identity != nil {
 		if err := s.writeSecretFiles(ctx, buildID, st); err != nil {
