@@ -423,3 +423,26 @@ func TestExecProcessIgnoresStdin(t *testing.T) {
 		t.Errorf("Exec = %d, %v; want 5", code, err)
 	}
 }
+
+// TestFreshVolumeOwnerDependsOnTheEngine pins a difference the README tells
+// users about: Podman hands a new named volume to the container's user on
+// first mount, Docker Engine creates it root-owned.
+func TestFreshVolumeOwnerDependsOnTheEngine(t *testing.T) {
+	f := newFixture(t)
+	vol := f.name("vol")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := f.rt.Client().VolumeRemove(ctx, vol, true); err != nil {
+			t.Errorf("removing volume %s: %v", vol, err)
+		}
+	})
+	id := f.shell(executor.ContainerSpec{User: "1000", Mounts: []executor.Mount{{Type: executor.MountVolume, Source: vol, Target: "/cache"}}})
+	want := map[string]string{docker.KindDocker: "0:0\n", docker.KindPodman: "1000:1000\n"}[f.engine.Kind]
+	if got := f.sh(id, "stat -c %u:%g /cache"); got != want {
+		t.Errorf("a fresh volume on %s is owned by %q, want %q", f.engine.Kind, got, want)
+	}
+	if err := f.rt.RemoveContainer(f.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
