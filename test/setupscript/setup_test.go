@@ -210,6 +210,29 @@ func (m *machine) wantNoDockerd(t *testing.T) {
 	}
 }
 
+// wantDetached checks that the daemon whose pid is in state/<name>.pid
+// was started detached: its own session, stdin from /dev/null, stdout and
+// stderr to logPath, never the caller's descriptors.
+func (m *machine) wantDetached(t *testing.T, name, logPath string) {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(m.read(name + ".pid")))
+	if err != nil {
+		t.Fatalf("%s not started: %v", name, err)
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(pid) {
+		t.Errorf("%s is not a session leader: %s", name, stat)
+	}
+	for fd, want := range map[string]string{"0": "/dev/null", "1": logPath, "2": logPath} {
+		if got, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd)); got != want {
+			t.Errorf("%s fd %s is %q, want %q", name, fd, got, want)
+		}
+	}
+}
+
 func (r result) want(t *testing.T, code int) {
 	t.Helper()
 	if r.code != code {
@@ -253,25 +276,7 @@ func TestDockerMissingAsRoot(t *testing.T) {
 		t.Errorf("apt-get calls:\n%s\nwant:\n%s", got, want)
 	}
 	wantContains(t, "stdout", r.stdout, "setup: installing docker.io\n", "starting dockerd", "setup: docker engine stub")
-	pid, err := strconv.Atoi(strings.TrimSpace(m.read("dockerd.pid")))
-	if err != nil {
-		t.Fatalf("dockerd not started: %v", err)
-	}
-	// Detached: its own session, stdin from /dev/null, stdout and stderr
-	// to the log file, never the caller's descriptors.
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(pid) {
-		t.Errorf("dockerd is not a session leader: %s", stat)
-	}
-	logPath := filepath.Join(m.state, "dockerd.log")
-	for fd, want := range map[string]string{"0": "/dev/null", "1": logPath, "2": logPath} {
-		if got, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd)); got != want {
-			t.Errorf("dockerd fd %s is %q, want %q", fd, got, want)
-		}
-	}
+	m.wantDetached(t, "dockerd", filepath.Join(m.state, "dockerd.log"))
 	wantContains(t, "dockerd log", m.read("dockerd.log"), "stub dockerd: starting", "stub dockerd: on stderr")
 }
 
@@ -422,20 +427,7 @@ func TestPodmanServiceStartedAsRoot(t *testing.T) {
 	m.wantNoDockerd(t)
 	dir := filepath.Join(m.state, "podman")
 	wantContains(t, "stdout", r.stdout, "setup: starting Podman's Docker-compatible service on unix://"+dir+"/podman.sock", "setup: podman stub")
-	pid, err := strconv.Atoi(strings.TrimSpace(m.read("podman.pid")))
-	if err != nil {
-		t.Fatalf("podman service not started: %v", err)
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(pid) {
-		t.Errorf("the podman service is not a session leader: %s", stat)
-	}
-	if got, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", "1")); got != filepath.Join(dir, "service.log") {
-		t.Errorf("podman service stdout is %q, want its log", got)
-	}
+	m.wantDetached(t, "podman", filepath.Join(dir, "service.log"))
 	log, _ := os.ReadFile(filepath.Join(dir, "service.log"))
 	wantContains(t, "service log", string(log), "CONTAINERS_CONF="+dir+"/containers.conf system service --time=0 unix://"+dir+"/podman.sock")
 	if strings.Contains(string(log), "docker.sock") {
