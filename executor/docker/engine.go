@@ -127,11 +127,11 @@ func dropsAll(caps []string) bool {
 // createContainerError classifies a failed container create: a name
 // conflict, a missing image or network (executor.ErrNotFound), or
 // anything else.
-func (r *Runtime) createContainerError(ctx context.Context, q quirks, spec string, networkID string, err error) error {
+func (r *Runtime) createContainerError(ctx context.Context, q quirks, name, networkID string, err error) error {
 	conflict := cerrdefs.IsConflict(err)
 	missingNet := false
 	if q.untypedErrors && !cerrdefs.IsNotFound(err) && !conflict {
-		if _, ierr := r.cli.ContainerInspect(ctx, spec); ierr == nil {
+		if _, ierr := r.cli.ContainerInspect(ctx, name); ierr == nil {
 			conflict = true
 		} else if networkID != "" {
 			_, nerr := r.cli.NetworkInspect(ctx, networkID, network.InspectOptions{})
@@ -140,11 +140,11 @@ func (r *Runtime) createContainerError(ctx context.Context, q quirks, spec strin
 	}
 	switch {
 	case conflict:
-		return fmt.Errorf("creating container %s: a container of that name already exists: %w", spec, err)
+		return fmt.Errorf("creating container %s: a container of that name already exists: %w", name, err)
 	case missingNet:
-		return fmt.Errorf("creating container %s: network %s: %w: %w", spec, networkID, executor.ErrNotFound, err)
+		return fmt.Errorf("creating container %s: network %s: %w: %w", name, networkID, executor.ErrNotFound, err)
 	}
-	return notFound("creating container "+spec, err)
+	return notFound("creating container "+name, err)
 }
 
 // networkConflict reports whether a failed create of network name failed
