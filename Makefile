@@ -26,11 +26,15 @@ demo: setup build
 # not run) is always visible.
 REALRUNNER := ./test/realrunner
 
+# The Podman tier (scripts/test-podman) runs the runtime and core
+# end-to-end tests again on Podman; it says loudly when it cannot, and
+# fails then under CI.
 test: setup
 	$(GO) vet ./...
 	status=0; \
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/realrunner$$') || status=1; \
 	$(GO) test -count=1 -timeout 10m -parallel 8 -v $(REALRUNNER) || status=1; \
+	GO=$(GO) scripts/test-podman || status=1; \
 	exit $$status
 
 bench: setup build

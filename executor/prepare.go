@@ -205,6 +205,10 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("starting build container: %w", err)
 	}
+	// Before any credential enters it (confinement.go).
+	if err := s.verifyConfinement(ctx, buildID, plan.build.privileged); err != nil {
+		return err
+	}
 
 	if s.Identity != nil && len(st.Credentials) > 0 {
 		if err := s.deliverFiles(ctx, buildID, ledger, ""); err != nil {

@@ -31,12 +31,14 @@ func (r *Runtime) RunContainer(ctx context.Context, spec executor.ContainerSpec)
 	if err != nil {
 		return "", fmt.Errorf("creating container %s: %w", spec.Name, err)
 	}
+	q, err := r.quirks(ctx)
+	if err != nil {
+		return "", fmt.Errorf("creating container %s: %w", spec.Name, err)
+	}
+	q.adaptCreate(cfg, hostCfg)
 	created, err := r.cli.ContainerCreate(ctx, cfg, hostCfg, netCfg, nil, spec.Name)
 	if err != nil {
-		if cerrdefs.IsConflict(err) {
-			return "", fmt.Errorf("creating container %s: a container of that name already exists: %w", spec.Name, err)
-		}
-		return "", notFound("creating container "+spec.Name, err)
+		return "", r.createContainerError(ctx, q, spec.Name, spec.NetworkID, err)
 	}
 	for _, w := range created.Warnings {
 		r.logger.Warn("docker warning creating container", "name", spec.Name, "id", created.ID, "warning", w)
@@ -191,10 +193,18 @@ func (r *Runtime) InspectContainer(ctx context.Context, nameOrID string) (execut
 	if err != nil {
 		return executor.ContainerInfo{}, notFound("inspecting container "+nameOrID, err)
 	}
-	return containerInfo(c)
+	q, err := r.quirks(ctx)
+	if err != nil {
+		return executor.ContainerInfo{}, fmt.Errorf("inspecting container %s: %w", nameOrID, err)
+	}
+	book, err := r.addressBook(ctx, q)
+	if err != nil {
+		return executor.ContainerInfo{}, fmt.Errorf("inspecting container %s: %w", nameOrID, err)
+	}
+	return containerInfo(c, book)
 }
 
-func containerInfo(c container.InspectResponse) (executor.ContainerInfo, error) {
+func containerInfo(c container.InspectResponse, book addressBook) (executor.ContainerInfo, error) {
 	info := executor.ContainerInfo{IPAddresses: map[string]string{}}
 	if c.ContainerJSONBase != nil {
 		info.ID = c.ID
@@ -213,11 +223,7 @@ func containerInfo(c container.InspectResponse) (executor.ContainerInfo, error) 
 		info.Labels = map[string]string{}
 	}
 	if c.NetworkSettings != nil {
-		for _, ep := range c.NetworkSettings.Networks {
-			if ep != nil && ep.NetworkID != "" && ep.IPAddress != "" {
-				info.IPAddresses[ep.NetworkID] = ep.IPAddress
-			}
-		}
+		info.IPAddresses = book.addresses(c.NetworkSettings.Networks)
 	}
 	return info, nil
 }
@@ -248,6 +254,14 @@ func (r *Runtime) ListContainers(ctx context.Context, labels map[string]string) 
 	// The listing carries all the reaper and cleanup need (labels,
 	// creation time to the second, state, addresses): no inspect per
 	// container, which a busy runner's every prepare would pay for.
+	q, err := r.quirks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing containers with labels %v: %w", labels, err)
+	}
+	book, err := r.addressBook(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("listing containers with labels %v: %w", labels, err)
+	}
 	out := make([]executor.ContainerInfo, 0, len(list))
 	for _, c := range list {
 		info := executor.ContainerInfo{
@@ -258,11 +272,7 @@ func (r *Runtime) ListContainers(ctx context.Context, labels map[string]string) 
 			info.Name = strings.TrimPrefix(c.Names[0], "/")
 		}
 		if c.NetworkSettings != nil {
-			for _, ep := range c.NetworkSettings.Networks {
-				if ep != nil && ep.NetworkID != "" && ep.IPAddress != "" {
-					info.IPAddresses[ep.NetworkID] = ep.IPAddress
-				}
-			}
+			info.IPAddresses = book.addresses(c.NetworkSettings.Networks)
 		}
 		out = append(out, info)
 	}

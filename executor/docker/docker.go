@@ -13,6 +13,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -29,6 +30,9 @@ var _ executor.Runtime = (*Runtime)(nil)
 type Runtime struct {
 	cli    *client.Client
 	logger hclog.Logger
+
+	engineMu sync.Mutex
+	engine   *Engine // detected on first need (engine.go)
 }
 
 // Endpoint names the daemon: Host as unix:///path or tcp://host:port and,

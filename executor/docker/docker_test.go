@@ -112,6 +112,8 @@ type fixture struct {
 	run string
 	img testimages.Images
 	ent string
+	// engine is the daemon the tests talk to (Docker Engine or Podman).
+	engine docker.Engine
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -122,6 +124,10 @@ func newFixture(t *testing.T) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	f := &fixture{t: t, rt: rt, ctx: ctx, run: hex.EncodeToString(b), img: imgs, ent: entrypoint}
+	var err error
+	if f.engine, err = rt.Engine(ctx); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -217,22 +223,42 @@ func TestCapDropAllAndHostConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := c.HostConfig
-	// Newer daemons normalise capability names to CAP_*.
-	if !slices.Contains(hc.CapDrop, "ALL") || !(slices.Contains(hc.CapAdd, "CHOWN") || slices.Contains(hc.CapAdd, "CAP_CHOWN")) {
-		t.Errorf("CapDrop %v CapAdd %v, want ALL and CHOWN", hc.CapDrop, hc.CapAdd)
+	if f.engine.Kind == docker.KindDocker {
+		// Newer daemons normalise capability names to CAP_*. Podman
+		// reports cap_drop ALL as the list of its defaults instead;
+		// what the process gets is checked below on both.
+		if !slices.Contains(hc.CapDrop, "ALL") || !(slices.Contains(hc.CapAdd, "CHOWN") || slices.Contains(hc.CapAdd, "CAP_CHOWN")) {
+			t.Errorf("CapDrop %v CapAdd %v, want ALL and CHOWN", hc.CapDrop, hc.CapAdd)
+		}
+		if len(hc.Devices) != 1 || hc.Devices[0].CgroupPermissions != "rwm" {
+			t.Errorf("Devices %+v", hc.Devices)
+		}
 	}
 	if hc.Privileged || !slices.Contains(hc.SecurityOpt, "no-new-privileges") || hc.Memory != 64<<20 || hc.NanoCPUs != 500_000_000 {
 		t.Errorf("HostConfig privileged %v security %v memory %d cpus %d", hc.Privileged, hc.SecurityOpt, hc.Memory, hc.NanoCPUs)
 	}
-	if len(hc.Devices) != 1 || hc.Devices[0].PathInContainer != "/dev/goe-null" || hc.Devices[0].CgroupPermissions != "rwm" {
+	if len(hc.Devices) != 1 || hc.Devices[0].PathInContainer != "/dev/goe-null" {
 		t.Errorf("Devices %+v", hc.Devices)
 	}
-	// CHOWN is in the bounding set, nothing else; the user's effective set is empty.
-	status := f.sh(id, "grep -E '^Cap(Eff|Bnd)' /proc/self/status; id -u; grep extra.example /etc/hosts; test -c /dev/goe-null && echo dev")
-	for _, want := range []string{"CapEff:\t0000000000000000\n", "CapBnd:\t0000000000000001\n", "1000\n", "10.1.2.3\textra.example\n", "dev\n"} {
+	// The user's effective set is empty and nothing but CHOWN is in the
+	// bounding set (Docker keeps CHOWN there, Podman drops it for a
+	// non-root user: under no_new_privs neither is usable by uid 1000).
+	status := f.sh(id, "grep -E '^(CapEff|NoNewPrivs)' /proc/1/status /proc/self/status; id -u; grep extra.example /etc/hosts; test -c /dev/goe-null && echo dev")
+	for _, want := range []string{"/proc/1/status:CapEff:\t0000000000000000\n", "/proc/self/status:CapEff:\t0000000000000000\n",
+		"/proc/1/status:NoNewPrivs:\t1\n", "/proc/self/status:NoNewPrivs:\t1\n", "1000\n", "10.1.2.3\textra.example\n", "dev\n"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("container state lacks %q:\n%s", want, status)
 		}
+	}
+	if bnd := f.sh(id, "grep CapBnd /proc/1/status"); bnd != "CapBnd:\t0000000000000001\n" && bnd != "CapBnd:\t0000000000000000\n" {
+		t.Errorf("bounding set %q, want CHOWN or nothing", bnd)
+	}
+
+	// As root, the process has exactly cap_add.
+	root := f.shell(executor.ContainerSpec{Name: f.name("root"), CapDrop: []string{"ALL"}, CapAdd: []string{"CHOWN"},
+		SecurityOpt: []string{"no-new-privileges"}})
+	if got := f.sh(root, "grep -E '^Cap(Eff|Bnd)' /proc/1/status"); got != "CapEff:\t0000000000000001\nCapBnd:\t0000000000000001\n" {
+		t.Errorf("root's capabilities:\n%s\nwant CHOWN effective and bounding", got)
 	}
 }
 
@@ -395,5 +421,28 @@ func TestExecProcessIgnoresStdin(t *testing.T) {
 	code, err := f.rt.Exec(f.ctx, id, executor.ExecSpec{Cmd: []string{"sh", "-c", "exit 5"}, Stdin: bytes.NewReader(big)})
 	if err != nil || code != 5 {
 		t.Errorf("Exec = %d, %v; want 5", code, err)
+	}
+}
+
+// TestFreshVolumeOwnerDependsOnTheEngine pins a difference the README tells
+// users about: Podman hands a new named volume to the container's user on
+// first mount, Docker Engine creates it root-owned.
+func TestFreshVolumeOwnerDependsOnTheEngine(t *testing.T) {
+	f := newFixture(t)
+	vol := f.name("vol")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := f.rt.Client().VolumeRemove(ctx, vol, true); err != nil {
+			t.Errorf("removing volume %s: %v", vol, err)
+		}
+	})
+	id := f.shell(executor.ContainerSpec{User: "1000", Mounts: []executor.Mount{{Type: executor.MountVolume, Source: vol, Target: "/cache"}}})
+	want := map[string]string{docker.KindDocker: "0:0\n", docker.KindPodman: "1000:1000\n"}[f.engine.Kind]
+	if got := f.sh(id, "stat -c %u:%g /cache"); got != want {
+		t.Errorf("a fresh volume on %s is owned by %q, want %q", f.engine.Kind, got, want)
+	}
+	if err := f.rt.RemoveContainer(f.ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }

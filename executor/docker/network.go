@@ -27,7 +27,11 @@ func (r *Runtime) CreateNetwork(ctx context.Context, name string, labels map[str
 		r.logger.Info("created network", "name", name, "id", resp.ID, "duration", since(start))
 		return resp.ID, nil
 	}
-	if !cerrdefs.IsConflict(err) {
+	q, qerr := r.quirks(ctx)
+	if qerr != nil {
+		return "", fmt.Errorf("creating network %s: %w; %w", name, err, qerr)
+	}
+	if !r.networkConflict(ctx, q, name, err) {
 		return "", fmt.Errorf("creating network %s: %w", name, err)
 	}
 	existing, inspectErr := r.cli.NetworkInspect(ctx, name, network.InspectOptions{})
@@ -48,7 +52,19 @@ func sameLabels(a, b map[string]string) bool {
 
 // RemoveNetwork removes a network; a missing one is not an error.
 func (r *Runtime) RemoveNetwork(ctx context.Context, nameOrID string) error {
-	err := r.cli.NetworkRemove(ctx, nameOrID)
+	q, err := r.quirks(ctx)
+	if err != nil {
+		return fmt.Errorf("removing network %s: %w", nameOrID, err)
+	}
+	ref, err := r.removeNetworkRef(ctx, q, nameOrID)
+	if err != nil {
+		return err
+	}
+	if ref == "" {
+		r.logger.Debug("network already gone", "network", nameOrID)
+		return nil
+	}
+	err = r.cli.NetworkRemove(ctx, ref)
 	switch {
 	case cerrdefs.IsNotFound(err):
 		r.logger.Debug("network already gone", "network", nameOrID)

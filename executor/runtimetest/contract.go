@@ -122,6 +122,7 @@ func RunContract(t *testing.T, newRuntime func(t *testing.T) executor.Runtime, i
 	t.Run("Container", func(t *testing.T) { c.container(t, c.cleaned(t, newRuntime(t))) })
 	t.Run("NotFound", func(t *testing.T) { c.notFound(t, newRuntime(t)) })
 	t.Run("Exec", func(t *testing.T) { c.exec(t, c.cleaned(t, newRuntime(t))) })
+	t.Run("Confinement", func(t *testing.T) { c.confinement(t, c.cleaned(t, newRuntime(t))) })
 }
 
 type contract struct {
@@ -456,6 +457,40 @@ func (c *contract) notFound(t *testing.T, rt executor.Runtime) {
 	}
 	if list, err := rt.ListContainers(ctx, map[string]string{contractLabel: "no-such-run"}); err != nil || len(list) != 0 {
 		t.Errorf("ListContainers(no match) = %+v, %v; want an empty list", list, err)
+	}
+}
+
+// confinement: what a container's processes hold is what was asked, as
+// executor.VerifyConfinement reads it, for root and for a non-root user;
+// and the check sees a container whose capabilities were not dropped or
+// whose no_new_privs is unset.
+func (c *contract) confinement(t *testing.T, rt executor.Runtime) {
+	ctx := ctxT(t)
+	nnp := []string{"no-new-privileges"}
+	for _, tc := range []struct {
+		name, user string
+		drop, opts []string
+		want       string // "" when the check must pass
+	}{
+		{name: "user", user: "1000", drop: []string{"ALL"}, opts: nnp},
+		{name: "root", drop: []string{"ALL"}, opts: nnp},
+		{name: "nodrop", opts: nnp, want: "in its bounding set beyond docker.cap_add (CHOWN)"},
+		{name: "nonnp", drop: []string{"ALL"}, want: "no_new_privs is not set"},
+	} {
+		id, err := rt.RunContainer(ctx, executor.ContainerSpec{
+			Name: c.name("confined-" + tc.name), Image: c.img.Shell, Cmd: []string{"sh"}, OpenStdin: true, Labels: c.labels(),
+			User: tc.user, CapDrop: tc.drop, CapAdd: []string{"CHOWN"}, SecurityOpt: tc.opts,
+		})
+		if err != nil {
+			t.Fatalf("RunContainer(%s) = %v", tc.name, err)
+		}
+		err = executor.VerifyConfinement(ctx, rt, id, executor.Confinement{CapAdd: []string{"CHOWN"}, User: tc.user})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: VerifyConfinement = %v, want nil", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: VerifyConfinement = %v, want an error containing %q", tc.name, err, tc.want)
+		}
 	}
 }
 

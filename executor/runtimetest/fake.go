@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,11 @@ var (
 	// containerNamePattern is the daemon's rule for container names.
 	containerNamePattern = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 )
+
+// dockerDefaultCaps are the capabilities Docker Engine gives a container
+// that neither drops nor adds any.
+var dockerDefaultCaps = []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+	"SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
 
 // predefinedNetworks exist in every Docker daemon and cannot be created or
 // removed.
@@ -85,6 +91,7 @@ type Fake struct {
 	pulls      []Pull
 	execs      []ExecRecord
 	failNext   map[string]error
+	flaws      EngineFlaws
 }
 
 type fakeNetwork struct {
@@ -675,6 +682,10 @@ func (f *Fake) Exec(ctx context.Context, containerID string, spec executor.ExecS
 		HadStdin:    spec.Stdin != nil,
 	})
 	h := f.handler
+	if slices.Equal(spec.Cmd, executor.ConfinementProbe) {
+		// The kernel answers this one, not a process the test plays.
+		h = f.flaws.procStatus(c.spec)
+	}
 	id := c.info.ID
 	f.mu.Unlock()
 	if h == nil {
@@ -771,4 +782,82 @@ func cloneSpec(s executor.ContainerSpec) executor.ContainerSpec {
 	s.Devices = slices.Clone(s.Devices)
 	s.ExtraHosts = slices.Clone(s.ExtraHosts)
 	return s
+}
+
+// EngineFlaws make the Fake an engine that does not apply all it was asked
+// to, for tests of the checks that catch such an engine. The zero value is
+// Docker Engine's behaviour.
+type EngineFlaws struct {
+	// IgnoreCapDrop keeps Docker's default capabilities whatever
+	// cap_drop says.
+	IgnoreCapDrop bool
+	// CapAddToUsers grants cap_add to a non-root user's effective set,
+	// as Podman does.
+	CapAddToUsers bool
+	// IgnoreNoNewPrivileges leaves no_new_privs unset.
+	IgnoreNoNewPrivileges bool
+}
+
+// SimulateFlaws makes the containers the Fake runs from now on behave as
+// fl says when executor.ConfinementProbe reads their state.
+func (f *Fake) SimulateFlaws(fl EngineFlaws) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flaws = fl
+}
+
+// procStatus plays executor.ConfinementProbe in a container of spec: the
+// status lines Linux would show for its first process and for the exec.
+func (fl EngineFlaws) procStatus(spec executor.ContainerSpec) ExecHandler {
+	bnd := executor.CapabilityMask(dockerDefaultCaps)
+	switch {
+	case spec.Privileged:
+		bnd = 1<<len(executor.CapabilityNames) - 1
+	case fl.IgnoreCapDrop:
+		bnd |= executor.CapabilityMask(spec.CapAdd)
+	default:
+		for _, c := range spec.CapDrop {
+			if strings.EqualFold(c, "ALL") {
+				bnd = 0
+			}
+		}
+		bnd &^= executor.CapabilityMask(spec.CapDrop)
+		bnd |= executor.CapabilityMask(spec.CapAdd)
+	}
+	nnp := 0
+	if !fl.IgnoreNoNewPrivileges && (slices.Contains(spec.SecurityOpt, "no-new-privileges") || slices.Contains(spec.SecurityOpt, "no-new-privileges:true")) {
+		nnp = 1
+	}
+	return func(_ string, exec executor.ExecSpec) int {
+		user := exec.User
+		if user == "" {
+			user = spec.User
+		}
+		for _, p := range []struct{ file, user string }{{"/proc/1/status", spec.User}, {"/proc/self/status", user}} {
+			uid := fakeUID(p.user)
+			eff := bnd
+			if uid != 0 {
+				eff = 0
+				if fl.CapAddToUsers {
+					eff = executor.CapabilityMask(spec.CapAdd) & bnd
+				}
+			}
+			fmt.Fprintf(exec.Stdout, "%[1]s Uid:\t%[2]d\t%[2]d\t%[2]d\t%[2]d\n%[1]s CapEff:\t%016[3]x\n%[1]s CapBnd:\t%016[4]x\n%[1]s NoNewPrivs:\t%[5]d\n",
+				p.file, uid, eff, bnd, nnp)
+		}
+		return 0
+	}
+}
+
+// fakeUID is the uid a user setting runs as: root for none, the number
+// given, else 1000 (the one user of the test images).
+func fakeUID(user string) int {
+	u, _, _ := strings.Cut(user, ":")
+	if u == "" || u == "root" {
+		return 0
+	}
+	if n, err := strconv.Atoi(u); err == nil {
+		return n
+	}
+	return 1000
 }

@@ -87,7 +87,7 @@ func TestCleanupWithoutDockerKeepsTheJobForTheReaper(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := filepath.Join(t.TempDir(), "dead.sock")
-	withDeadDocker := strings.Replace(string(healthy), "[docker]\n", fmt.Sprintf("[docker]\nhost = %q\n", "unix://"+dead), 1)
+	withDeadDocker := withDockerHost(string(healthy), "unix://"+dead)
 	if err := os.WriteFile(w.settings, []byte(withDeadDocker), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -669,12 +669,12 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 			t.Fatalf("docker events: %v", err)
 		}
 		return slices.ContainsFunc(evs, func(m events.Message) bool {
-			return m.Action == events.ActionDestroy && m.Actor.ID == build.ID
+			return isRemoval(m) && m.Actor.ID == build.ID
 		})
 	})
 	execs := 0
 	for _, m := range evs {
-		if strings.HasPrefix(string(m.Action), string(events.ActionExecCreate)) {
+		if isExecCreate(m) {
 			execs++
 		}
 		b, _ := json.Marshal(m)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
@@ -138,10 +139,10 @@ log_file = %q
 log_level = "debug"
 %s
 [docker]
-runner_binary = %q
+%srunner_binary = %q
 pull_policy = ["never"]
 %s
-%s`, w.runnerID, w.stateDir, w.logFile, topLevel, s.fakeRunner, dockerLines, sections)
+%s`, w.runnerID, w.stateDir, w.logFile, topLevel, hostLine(engineHost()), s.fakeRunner, dockerLines, sections)
 	if err := os.WriteFile(w.settings, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +217,40 @@ func (w *world) assertClean() {
 		}
 		w.t.Errorf("lock files left behind: %v", names)
 	}
+}
+
+// engineHost is the engine the suite inspects and every world's executor
+// runs jobs on: DOCKER_HOST when it is set (the Podman tier sets it to
+// Podman's socket), else the local Docker Engine. The executor's stages run
+// without the test's environment, so worlds name it in docker.host.
+func engineHost() string { return os.Getenv("DOCKER_HOST") }
+
+// hostLine is the docker.host line for host ("" for the default engine).
+func hostLine(host string) string {
+	if host == "" {
+		return ""
+	}
+	return fmt.Sprintf("host = %q\n", host)
+}
+
+// withDockerHost returns settings with docker.host set to host, replacing
+// the line newWorld wrote, if any.
+func withDockerHost(settings, host string) string {
+	if old := hostLine(engineHost()); old != "" {
+		settings = strings.Replace(settings, "[docker]\n"+old, "[docker]\n", 1)
+	}
+	return strings.Replace(settings, "[docker]\n", "[docker]\n"+hostLine(host), 1)
+}
+
+// isRemoval and isExecCreate read the event stream of either engine:
+// Docker Engine says destroy and exec_create (with the command line),
+// Podman remove and exec.
+func isRemoval(m events.Message) bool {
+	return m.Action == events.ActionDestroy || m.Action == events.ActionRemove
+}
+
+func isExecCreate(m events.Message) bool {
+	return strings.HasPrefix(string(m.Action), string(events.ActionExecCreate)) || m.Action == "exec"
 }
 
 // executor runs a subcommand of the binary outside any job (e.g. reap).

@@ -25,9 +25,10 @@ var provides = map[string][]string{
 	"git":            {"git"},
 	"make":           {"make"},
 	"xz-utils":       {"xz"},
+	"podman":         {"podman"},
 }
 
-var allPackages = []string{"docker.io", "busybox-static", "bash-static", "git", "make", "xz-utils"}
+var allPackages = []string{"docker.io", "busybox-static", "bash-static", "git", "make", "xz-utils", "podman"}
 
 // The stand-ins. They may use absolute paths; the script under test sees
 // only the stub directory on its PATH, so every command it runs is one of
@@ -63,13 +64,23 @@ echo "stub dockerd: on stderr" >&2
 if [ -n "${STUB_DOCKERD_FAILS:-}" ]; then echo "stub dockerd: failed to start daemon" >&2; exit 1; fi
 if [ -n "${STUB_ENGINE_STARTS:-}" ]; then : > "$STUB_STATE/engine-up"; fi
 exec /bin/sleep 60`,
+	// podman answers "version" when its service is up; "system service"
+	// stays up like the real one and brings the service up with the engine.
+	"podman": `case "$*" in
+*" version"*) if [ -e "$STUB_STATE/podman-up" ]; then echo "setup: podman stub"; exit 0; fi
+	echo "Cannot connect to Podman" >&2; exit 125;;
+"system service "*) echo $$ > "$STUB_STATE/podman.pid"; echo "CONTAINERS_CONF=$CONTAINERS_CONF $*"
+	if [ -n "${STUB_ENGINE_STARTS:-}" ]; then : > "$STUB_STATE/podman-up"; fi
+	exec /bin/sleep 60;;
+esac
+exit 125`,
 	"git":  `exit 0`,
 	"make": `printf '%s\n' "$*" >> "$STUB_STATE/make.log"; pwd >> "$STUB_STATE/make.cwd"`,
 	"xz":   `exit 0`,
 }
 
 // realTools are the ordinary commands the scripts use besides the stubs.
-var realTools = []string{"bash", "sleep", "tail", "setsid", "dirname"}
+var realTools = []string{"bash", "sleep", "tail", "setsid", "dirname", "mkdir", "chmod"}
 
 type machine struct {
 	t          *testing.T
@@ -129,15 +140,19 @@ func newMachine(t *testing.T, uid int, engineUp bool, have ...string) *machine {
 	}
 	if engineUp {
 		m.touch("engine-up")
+		m.touch("podman-up")
 	}
 	m.env = []string{
 		"PATH=" + m.bin, "STUB_BIN=" + m.bin, "STUB_STATE=" + m.state, "STUB_UID=" + strconv.Itoa(uid),
 		"SETUP_DOCKERD_LOG=" + filepath.Join(m.state, "dockerd.log"), "SETUP_ENGINE_WAIT=10",
+		"SETUP_PODMAN_DIR=" + filepath.Join(m.state, "podman"),
 	}
 	// a started stand-in dockerd sleeps; end it with the test
 	t.Cleanup(func() {
-		if pid, err := strconv.Atoi(strings.TrimSpace(m.read("dockerd.pid"))); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		for _, f := range []string{"dockerd.pid", "podman.pid"} {
+			if pid, err := strconv.Atoi(strings.TrimSpace(m.read(f))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 	return m
@@ -195,6 +210,29 @@ func (m *machine) wantNoDockerd(t *testing.T) {
 	}
 }
 
+// wantDetached checks that the daemon whose pid is in state/<name>.pid
+// was started detached: its own session, stdin from /dev/null, stdout and
+// stderr to logPath, never the caller's descriptors.
+func (m *machine) wantDetached(t *testing.T, name, logPath string) {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(m.read(name + ".pid")))
+	if err != nil {
+		t.Fatalf("%s not started: %v", name, err)
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(pid) {
+		t.Errorf("%s is not a session leader: %s", name, stat)
+	}
+	for fd, want := range map[string]string{"0": "/dev/null", "1": logPath, "2": logPath} {
+		if got, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd)); got != want {
+			t.Errorf("%s fd %s is %q, want %q", name, fd, got, want)
+		}
+	}
+}
+
 func (r result) want(t *testing.T, code int) {
 	t.Helper()
 	if r.code != code {
@@ -230,7 +268,7 @@ func TestNothingMissing(t *testing.T) {
 
 func TestDockerMissingAsRoot(t *testing.T) {
 	t.Parallel()
-	m := newMachine(t, 0, false, "busybox-static", "bash-static", "git", "make", "xz-utils")
+	m := newMachine(t, 0, false, "busybox-static", "bash-static", "git", "make", "xz-utils", "podman")
 	r := m.run("scripts/setup", "STUB_ENGINE_STARTS=1")
 	r.want(t, 0)
 	// one update, then one noninteractive install of exactly what is missing
@@ -238,31 +276,13 @@ func TestDockerMissingAsRoot(t *testing.T) {
 		t.Errorf("apt-get calls:\n%s\nwant:\n%s", got, want)
 	}
 	wantContains(t, "stdout", r.stdout, "setup: installing docker.io\n", "starting dockerd", "setup: docker engine stub")
-	pid, err := strconv.Atoi(strings.TrimSpace(m.read("dockerd.pid")))
-	if err != nil {
-		t.Fatalf("dockerd not started: %v", err)
-	}
-	// Detached: its own session, stdin from /dev/null, stdout and stderr
-	// to the log file, never the caller's descriptors.
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(pid) {
-		t.Errorf("dockerd is not a session leader: %s", stat)
-	}
-	logPath := filepath.Join(m.state, "dockerd.log")
-	for fd, want := range map[string]string{"0": "/dev/null", "1": logPath, "2": logPath} {
-		if got, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd)); got != want {
-			t.Errorf("dockerd fd %s is %q, want %q", fd, got, want)
-		}
-	}
+	m.wantDetached(t, "dockerd", filepath.Join(m.state, "dockerd.log"))
 	wantContains(t, "dockerd log", m.read("dockerd.log"), "stub dockerd: starting", "stub dockerd: on stderr")
 }
 
 func TestDockerMissingAsUser(t *testing.T) {
 	t.Parallel()
-	m := newMachine(t, 1000, false, "busybox-static", "bash-static", "git", "make", "xz-utils")
+	m := newMachine(t, 1000, false, "busybox-static", "bash-static", "git", "make", "xz-utils", "podman")
 	r := m.run("scripts/setup")
 	r.want(t, 1)
 	wantContains(t, "stderr", r.stderr,
@@ -287,7 +307,7 @@ func TestFreshMachineAsRootInstallsOnce(t *testing.T) {
 	r := m.run("scripts/setup", "STUB_ENGINE_STARTS=1")
 	r.want(t, 0)
 	if got, want := m.read("apt.log"), "DEBIAN_FRONTEND= update -qq\n"+
-		"DEBIAN_FRONTEND=noninteractive install -y -qq docker.io busybox-static bash-static git make xz-utils\n"; got != want {
+		"DEBIAN_FRONTEND=noninteractive install -y -qq docker.io busybox-static bash-static git make xz-utils podman\n"; got != want {
 		t.Errorf("apt-get calls:\n%s\nwant:\n%s", got, want)
 	}
 	// a second run finds everything and does nothing
@@ -389,5 +409,58 @@ func TestMakeTargetsRunSetupFirst(t *testing.T) {
 		if first, _, _ := strings.Cut(string(out), "\n"); first != "scripts/setup" {
 			t.Errorf("make %s starts with %q, want scripts/setup:\n%s", target, first, out)
 		}
+	}
+}
+
+// TestPodmanServiceStartedAsRoot: with Docker's engine up and Podman's
+// service down, root starts Podman's compat service detached, on the
+// private socket with the private containers.conf, never Docker's socket.
+func TestPodmanServiceStartedAsRoot(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t, 0, true, allPackages...)
+	if err := os.Remove(filepath.Join(m.state, "podman-up")); err != nil {
+		t.Fatal(err)
+	}
+	r := m.run("scripts/setup", "STUB_ENGINE_STARTS=1")
+	r.want(t, 0)
+	m.wantNoInstall(t)
+	m.wantNoDockerd(t)
+	dir := filepath.Join(m.state, "podman")
+	wantContains(t, "stdout", r.stdout, "setup: starting Podman's Docker-compatible service on unix://"+dir+"/podman.sock", "setup: podman stub")
+	m.wantDetached(t, "podman", filepath.Join(dir, "service.log"))
+	log, _ := os.ReadFile(filepath.Join(dir, "service.log"))
+	wantContains(t, "service log", string(log), "CONTAINERS_CONF="+dir+"/containers.conf system service --time=0 unix://"+dir+"/podman.sock")
+	if strings.Contains(string(log), "docker.sock") {
+		t.Errorf("the podman service uses Docker's socket: %s", log)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "containers.conf"))
+	if string(conf) != "[containers]\ndefault_ulimits = []\n" {
+		t.Errorf("containers.conf = %q", conf)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("podman dir: %v %v, want mode 0700", fi.Mode(), err)
+	}
+}
+
+// TestPodmanOptionalForUsers: a user without podman, or without its
+// service, gets the commands and the rest of setup goes on.
+func TestPodmanOptionalForUsers(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t, 1000, true, "docker.io", "busybox-static", "bash-static", "git", "make", "xz-utils")
+	r := m.run("scripts/setup")
+	r.want(t, 0)
+	wantContains(t, "stderr", r.stderr, "setup: podman is missing: the Podman test tier will not run\n",
+		"setup: to run it: sudo apt-get install -y podman, then run the command again as root\n")
+	m.wantNoInstall(t)
+
+	m = newMachine(t, 1000, true, allPackages...)
+	if err := os.Remove(filepath.Join(m.state, "podman-up")); err != nil {
+		t.Fatal(err)
+	}
+	r = m.run("scripts/setup")
+	r.want(t, 0)
+	wantContains(t, "stderr", r.stderr, "the Podman test tier will not run", "setup: to run it, as root:")
+	if m.read("podman.pid") != "" {
+		t.Error("a user started the podman service")
 	}
 }
