@@ -113,6 +113,14 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
+	// Wait for the host's budget before signing, so the assertion and the
+	// DPoP proof are fresh however long the wait.
+	bucket := rateBucket(cl.endpoint)
+	release, err := c.budget.Wait(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
+	}
+	defer release()
 	sentAt := c.clock()
 	assertion, jti, err := c.signer.signWithID(cl.audience, sentAt)
 	if err != nil {
@@ -172,6 +180,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, &retryableError{err: err}
 	}
 	defer resp.Body.Close()
+	c.budget.Observe(bucket, resp.StatusCode, resp.Header)
 	requestID := sanitize(resp.Header.Get("X-Okta-Request-Id"), nil)
 	if cl.onHeader != nil {
 		cl.onHeader(resp.Header)
