@@ -13,6 +13,7 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta/budget"
 )
 
 // newIdentity wires the Okta identity when the settings configure one; it
@@ -32,10 +33,14 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	if s.Identity.UsesDiscovery() {
 		endpoints = &okta.Discovery{HTTPClient: httpClient, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
 	}
+	pace, err := newBudget(s, jobLog, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	newClient := func(clientID string, key crypto.Signer, keyID, name string) (*okta.Client, error) {
 		return okta.New(okta.Config{
 			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named(name),
-			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience,
+			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience, Budget: pace,
 		})
 	}
 	client, err := newClient(s.Identity.ClientID, key, s.Identity.KeyID, "okta")
@@ -88,4 +93,21 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return mk
 	}
 	return m, masker, nil
+}
+
+// newBudget opens the host-wide Okta rate-limit budget every stage process
+// shares; the job log says once when a request waits for it.
+func newBudget(s *executor.Settings, jobLog io.Writer, log hclog.Logger) (*budget.Host, error) {
+	rl := s.Identity.RateLimit
+	h, err := budget.Open(budget.Config{
+		Dir: s.BudgetDir(), Share: rl.Share, MaxInFlight: rl.MaxInFlight, Logger: log.Named("okta-budget"),
+		Notify: func(_ string, wait time.Duration) {
+			fmt.Fprintf(jobLog, "Waiting %s for Okta's rate limit: this host's share of the minute is used up (okta.rate_limit)\n",
+				wait.Round(time.Second))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the Okta rate-limit budget: %w", err)
+	}
+	return h, nil
 }

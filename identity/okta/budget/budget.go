@@ -79,7 +79,8 @@ type Config struct {
 	// Sleep waits for d or until ctx is done; default a timer. Tests
 	// replace it together with Clock.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Logger receives a line per wait; default discards.
+	// Logger receives a debug line per wait and warnings about unusable
+	// files; default discards.
 	Logger hclog.Logger
 	// Notify, when set, is called the first time a request of this Host
 	// waits for a window, with the bucket and how long: the job log line.
@@ -200,7 +201,7 @@ func (h *Host) Wait(ctx context.Context, name string) (release func(), err error
 				h.notify(name, wait)
 			}
 		})
-		h.log.Info("okta rate-limit budget used up, waiting for the next window", "bucket", name, "wait", wait)
+		h.log.Debug("okta rate-limit budget used up, waiting for the next window", "bucket", name, "wait", wait)
 		if err := h.sleep(ctx, wait); err != nil {
 			return nil, fmt.Errorf("waiting %s for the okta rate-limit budget of %s: %w", wait.Round(time.Millisecond), name, err)
 		}
