@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 )
 
 // newIdentity wires the Okta identity when the settings configure one; it
-// returns nils when they don't.
-func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger) (executor.Identity, executor.NewMasker, error) {
+// returns nils when they don't. transport carries its Okta and GitLab
+// requests (see connectEarly); nil means http.DefaultTransport.
+func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger, transport http.RoundTripper) (executor.Identity, executor.NewMasker, error) {
 	if !s.Identity.Enabled() {
 		return nil, nil, nil
 	}
@@ -27,6 +29,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
 	httpClient := executor.NewHTTPClient(s)
+	httpClient.Transport = transport
 	// One resolver for every client, so the stage's apps share one
 	// metadata fetch (and the disk cache shares it across stages).
 	var endpoints okta.EndpointResolver = okta.OktaLayout{}
@@ -110,4 +113,18 @@ func newBudget(s *executor.Settings, jobLog io.Writer, log hclog.Logger) (*budge
 		return nil, fmt.Errorf("opening the Okta rate-limit budget: %w", err)
 	}
 	return h, nil
+}
+
+// connectEarly returns the transport of the stage's Okta and GitLab
+// requests, which keeps one connection per host for all of them. In
+// prepare and cleanup, which call Okta, it starts the TCP and TLS
+// connection to the authorization server at once, so the handshake
+// overlaps loading the payload, the policy decision and Docker's work
+// instead of preceding the first Okta call.
+func connectEarly(cmd string, s *executor.Settings, log hclog.Logger) *okta.Conns {
+	conns := okta.NewConns(nil, log.Named("okta-conns"))
+	if s.Identity.Enabled() && (cmd == "prepare" || cmd == "cleanup") {
+		conns.Preconnect(s.Identity.IssuerFor(""))
+	}
+	return conns
 }
