@@ -51,9 +51,6 @@ const (
 	// stateVersion is the format of stateFile; another version is ignored
 	// and rewritten (the state is a cache of what Okta said, nothing more).
 	stateVersion = 1
-	// slotPoll is how often a request waiting for an in-flight slot looks
-	// again. Requests take tens to hundreds of milliseconds against Okta.
-	slotPoll = 10 * time.Millisecond
 	// wakeJitter spreads the wake-ups of the processes waiting for the
 	// same window, so they do not all take the state lock at once.
 	wakeJitter = 100 * time.Millisecond
@@ -369,29 +366,47 @@ func (h *Host) update(fn func(doc *stateDoc, now int64)) error {
 	return nil
 }
 
-// acquireSlot holds one of the host's in-flight slots until release.
+// acquireSlot holds one of the host's in-flight slots until release. It
+// takes a free slot if there is one; otherwise it queues on one, in the
+// kernel's flock queue, so waiting processes cost no CPU.
 func (h *Host) acquireSlot(ctx context.Context) (release func(), err error) {
 	start := rand.N(h.maxInFlight)
-	for {
-		for i := range h.maxInFlight {
-			name := filepath.Join(h.dir, slotDir, fmt.Sprintf("slot-%03d", (start+i)%h.maxInFlight))
-			f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
-			if err == nil {
-				err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
-				if err == nil {
-					return func() { _ = f.Close() }, nil // closing drops the lock
-				}
-				_ = f.Close()
-			}
-			if !errors.Is(err, syscall.EWOULDBLOCK) {
-				h.log.Warn("okta in-flight slot unusable, request not bounded", "slot", name, "error", err)
-				return func() {}, nil
-			}
+	var f *os.File
+	for i := range h.maxInFlight {
+		if f, err = h.openSlot((start + i) % h.maxInFlight); err != nil {
+			break
 		}
-		if err := h.sleep(ctx, slotPoll+rand.N(slotPoll)); err != nil {
-			return nil, fmt.Errorf("waiting for one of %d okta in-flight slots: %w", h.maxInFlight, err)
+		if err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return func() { _ = f.Close() }, nil // closing drops the lock
+		}
+		_ = f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			break
 		}
 	}
+	if err == nil || errors.Is(err, syscall.EWOULDBLOCK) {
+		if f, err = h.openSlot(start); err == nil {
+			got := make(chan error, 1)
+			go func() { got <- flock(f, syscall.LOCK_EX) }()
+			select {
+			case err = <-got:
+				if err == nil {
+					return func() { _ = f.Close() }, nil
+				}
+			case <-ctx.Done():
+				// The queued lock is dropped as soon as it is granted.
+				go func() { <-got; _ = f.Close() }()
+				return nil, fmt.Errorf("waiting for one of %d okta in-flight slots: %w", h.maxInFlight, ctx.Err())
+			}
+			_ = f.Close()
+		}
+	}
+	h.log.Warn("okta in-flight slots unusable, request not bounded", "error", err)
+	return func() {}, nil
+}
+
+func (h *Host) openSlot(i int) (*os.File, error) {
+	return os.OpenFile(filepath.Join(h.dir, slotDir, fmt.Sprintf("slot-%03d", i)), os.O_RDWR|os.O_CREATE, 0o600)
 }
 
 // flock retries a lock interrupted by a signal.
