@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/delay"
 )
 
 const (
@@ -274,16 +275,4 @@ func rateLimitWait(h http.Header) (wait time.Duration, ok bool) {
 }
 
 // sleepContext waits for d or until ctx is done.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+var sleepContext = delay.Sleep

@@ -2,13 +2,7 @@ package bench
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -19,6 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
 )
 
 // Burst parameters: the benchmark.
@@ -41,7 +36,7 @@ type burstResult struct {
 
 var burstOnce struct {
 	sync.Once
-	res burstResult
+	paced, unpaced burstResult
 }
 
 // BenchmarkOktaBurst sends 200 jobs' token requests at once, each from its
@@ -56,12 +51,19 @@ var burstOnce struct {
 // Metrics: jobs-served (target 200), 429-after-first-window (target 0),
 // 429-total, s/burst (first process started to last one done),
 // s/bucket-limit (60) and x-bucket-limit, their ratio (target ≤ 1.10), and
-// s/slowest-job as the job saw it. The burst takes a minute, so it runs once
-// per test binary; every b.N reports its figures.
+// s/slowest-job as the job saw it. For comparison the same burst runs first
+// with no budget (each job retrying 429s as the client does alone):
+// 429-without-budget and jobs-served-without-budget. Each burst takes a
+// minute, so they run once per test binary; every b.N reports the figures.
 func BenchmarkOktaBurst(b *testing.B) {
 	jobBin := build(b, &oktaJobBin, "./test/bench/internal/oktajob", "oktajob")
-	burstOnce.Do(func() { burstOnce.res = runBurst(b, jobBin) })
-	r := burstOnce.res
+	burstOnce.Do(func() {
+		burstOnce.unpaced = runBurst(b, jobBin, false)
+		burstOnce.paced = runBurst(b, jobBin, true)
+	})
+	r, u := burstOnce.paced, burstOnce.unpaced
+	b.Logf("without the budget: %d of %d jobs served in %.1fs, %d answers 429 (%d after the first window)%s",
+		u.served, burstJobs, u.total.Seconds(), u.throttled, u.throttledLater, failures(u.err))
 	if r.err != nil {
 		b.Fatal(r.err)
 	}
@@ -74,6 +76,8 @@ func BenchmarkOktaBurst(b *testing.B) {
 	b.ReportMetric(r.bucketLimit.Seconds(), "s/bucket-limit")
 	b.ReportMetric(ratio, "x-bucket-limit")
 	b.ReportMetric(r.slowestJob.Seconds(), "s/slowest-job")
+	b.ReportMetric(float64(u.throttled), "429-without-budget")
+	b.ReportMetric(float64(u.served), "jobs-served-without-budget")
 	b.Logf("%d of %d jobs served in %.1fs, the bucket's limit %.0fs (×%.3f, target ≤ 1.10); 429 answers: %d after the first window, %d in all",
 		r.served, burstJobs, r.total.Seconds(), r.bucketLimit.Seconds(), ratio, r.throttledLater, r.throttled)
 	if r.served != burstJobs || r.throttledLater != 0 {
@@ -84,20 +88,19 @@ func BenchmarkOktaBurst(b *testing.B) {
 
 var oktaJobBin built
 
-func runBurst(b *testing.B, jobBin string) burstResult {
+// failures describes the jobs that failed in a burst, if any.
+func failures(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "; " + err.Error()
+}
+
+// runBurst runs the burst against a fresh fake, with every job paced by one
+// shared budget or, for comparison, by none.
+func runBurst(b *testing.B, jobBin string, paced bool) burstResult {
 	dir := b.TempDir()
-	keyFile := filepath.Join(dir, "key.pem")
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return burstResult{err: err}
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return burstResult{err: err}
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return burstResult{err: err}
-	}
+	key, keyFile := identityenv.ClientKey(b, "k1", jose.ES256)
 
 	// The fake's clock stands at a minute's start when the burst starts.
 	start := time.Now()
@@ -111,15 +114,17 @@ func runBurst(b *testing.B, jobBin string) burstResult {
 	defer srv.Close()
 	issuer := srv.AddAuthServer("default")
 	srv.AddScopes("default", "ci:read")
-	srv.AddClient(fakeokta.Client{ID: "0oaburst", Keys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-		{Key: priv.Public(), KeyID: "k1", Algorithm: string(jose.ES256), Use: "sig"},
-	}}})
+	srv.AddClient(fakeokta.Client{ID: "0oaburst", Keys: key.JWKS()})
 	if err := srv.AddPolicy("default", fakeokta.Policy{Name: "ci", Clients: []string{"0oaburst"},
 		Scopes: []string{"ci:read"}, Lifetime: fakeokta.MinLifetime}); err != nil {
 		return burstResult{err: err}
 	}
 
-	args := []string{"-budget", filepath.Join(dir, "okta-budget"), "-share", "1",
+	budgetDir := ""
+	if paced {
+		budgetDir = filepath.Join(dir, "okta-budget")
+	}
+	args := []string{"-budget", budgetDir, "-share", "1",
 		"-max-in-flight", strconv.Itoa(burstMaxInFlight), "-issuer", issuer, "-key", keyFile,
 		"-client-id", "0oaburst", "-key-id", "k1"}
 	var (

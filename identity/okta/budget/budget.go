@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/delay"
 )
 
 // DefaultWindow is the length of Okta's rate-limit windows.
@@ -127,7 +129,7 @@ func Open(cfg Config) (*Host, error) {
 		h.clock = time.Now
 	}
 	if h.sleep == nil {
-		h.sleep = sleepContext
+		h.sleep = delay.Sleep
 	}
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
@@ -416,19 +418,5 @@ func flock(f *os.File, how int) error {
 		if !errors.Is(err, syscall.EINTR) {
 			return err
 		}
-	}
-}
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -196,15 +196,7 @@ func TestFilesArePrivate(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h, err := budget.Open(budget.Config{Dir: dir, Share: 1, MaxInFlight: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	release, err := h.Wait(context.Background(), bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release()
+	openAndTake(t, dir)
 	for name, want := range map[string]os.FileMode{
 		"": 0o700 | os.ModeDir, "slots": 0o700 | os.ModeDir, "buckets.json": 0o600,
 	} {
@@ -229,15 +221,7 @@ func TestUnreadableStateStartsAfresh(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "buckets.json"), []byte(`{"version":1,"buck`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h, err := budget.Open(budget.Config{Dir: dir, Share: 1, MaxInFlight: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	release, err := h.Wait(context.Background(), bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release()
+	openAndTake(t, dir)
 }
 
 func TestOpenRefusesBadConfig(t *testing.T) {
@@ -252,4 +236,18 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 			t.Errorf("Open(%+v) accepted", cfg)
 		}
 	}
+}
+
+// openAndTake opens a budget in dir and takes one request from it.
+func openAndTake(t *testing.T, dir string) {
+	t.Helper()
+	h, err := budget.Open(budget.Config{Dir: dir, Share: 1, MaxInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := h.Wait(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
 }

@@ -2,11 +2,6 @@ package budget_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,6 +16,7 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta/budget"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
 )
 
 // helperIssue issues job.Requests tokens one after the other with the
@@ -66,28 +62,14 @@ func startOktaBurst(t testing.TB, limit int, window time.Duration) *oktaBurst {
 	t.Cleanup(func() { _ = srv.Close() })
 	issuer := srv.AddAuthServer("default")
 	srv.AddScopes("default", "ci:read")
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv.AddClient(fakeokta.Client{ID: "0oaburst", Keys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-		{Key: priv.Public(), KeyID: "k1", Algorithm: string(jose.ES256), Use: "sig"},
-	}}})
+	key, keyFile := identityenv.ClientKey(t, "k1", jose.ES256)
+	srv.AddClient(fakeokta.Client{ID: "0oaburst", Keys: key.JWKS()})
 	if err := srv.AddPolicy("default", fakeokta.Policy{Name: "ci", Clients: []string{"0oaburst"},
 		Scopes: []string{"ci:read"}, Lifetime: fakeokta.MinLifetime}); err != nil {
 		t.Fatal(err)
 	}
 	return &oktaBurst{srv: srv, job: helperJob{
-		Kind: "issue", Dir: filepath.Join(dir, "okta-budget"), Issuer: issuer, KeyFile: keyFile,
+		Kind: "issue", Dir: filepath.Join(t.TempDir(), "okta-budget"), Issuer: issuer, KeyFile: keyFile,
 		ClientID: "0oaburst", KeyID: "k1", Window: window,
 	}}
 }
