@@ -62,7 +62,8 @@ const (
 
 // Config configures a Host.
 type Config struct {
-	// Dir holds the state file and the slot files; it is created 0700.
+	// Dir holds the state file and the slot files; it is created 0700 at
+	// the first request.
 	// Every stage process of the host must use the same directory.
 	Dir string
 	// Share is the fraction of each bucket's limit this host may use in
@@ -98,9 +99,11 @@ type Host struct {
 	log         hclog.Logger
 	notify      func(string, time.Duration)
 	notifyOnce  sync.Once
+	dirsOnce    sync.Once
+	dirsErr     error
 }
 
-// Open validates cfg and prepares its directory.
+// Open validates cfg. The directory is created (0700) at the first request.
 func Open(cfg Config) (*Host, error) {
 	var errs []error
 	if cfg.Dir == "" {
@@ -134,15 +137,26 @@ func Open(cfg Config) (*Host, error) {
 	if h.log == nil {
 		h.log = hclog.NewNullLogger()
 	}
-	for _, d := range []string{h.dir, filepath.Join(h.dir, slotDir)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("creating okta rate-limit budget directory: %w", err)
-		}
-		if err := os.Chmod(d, 0o700); err != nil {
-			return nil, fmt.Errorf("securing okta rate-limit budget directory: %w", err)
-		}
-	}
 	return h, nil
+}
+
+// makeDirs creates the directories, once, at the first request: a stage
+// that never calls Okta (or a preflight run as another user) leaves the
+// state directory alone.
+func (h *Host) makeDirs() error {
+	h.dirsOnce.Do(func() {
+		for _, d := range []string{h.dir, filepath.Join(h.dir, slotDir)} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				h.dirsErr = fmt.Errorf("creating okta rate-limit budget directory: %w", err)
+				return
+			}
+			if err := os.Chmod(d, 0o700); err != nil {
+				h.dirsErr = fmt.Errorf("securing okta rate-limit budget directory: %w", err)
+				return
+			}
+		}
+	})
+	return h.dirsErr
 }
 
 // bucket is what the host knows about one of Okta's buckets.
@@ -328,6 +342,9 @@ func (doc *stateDoc) bucket(name string) *bucket {
 // and writes the result back. An unreadable or foreign state starts empty:
 // it only caches what Okta said.
 func (h *Host) update(fn func(doc *stateDoc, now int64)) error {
+	if err := h.makeDirs(); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(filepath.Join(h.dir, stateFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening okta rate-limit budget: %w", err)
@@ -374,6 +391,10 @@ func (h *Host) update(fn func(doc *stateDoc, now int64)) error {
 func (h *Host) acquireSlot(ctx context.Context) (release func(), err error) {
 	start := rand.N(h.maxInFlight)
 	var f *os.File
+	if err = h.makeDirs(); err != nil {
+		h.log.Warn("okta in-flight slots unusable, request not bounded", "error", err)
+		return func() {}, nil
+	}
 	for i := range h.maxInFlight {
 		if f, err = h.openSlot((start + i) % h.maxInFlight); err != nil {
 			break

@@ -251,3 +251,17 @@ func openAndTake(t *testing.T, dir string) {
 	}
 	release()
 }
+
+func TestDirectoryIsCreatedAtTheFirstRequest(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "okta-budget")
+	if _, err := budget.Open(budget.Config{Dir: dir, Share: 1, MaxInFlight: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !os.IsNotExist(err) {
+		t.Fatalf("Open created the state directory (%v): a stage that never calls Okta should leave it alone", err)
+	}
+	openAndTake(t, dir)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode() != 0o700|os.ModeDir {
+		t.Errorf("after a request: %v %v, want a 0700 directory", fi, err)
+	}
+}
