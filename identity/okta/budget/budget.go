@@ -228,6 +228,11 @@ func (h *Host) take(name string) (time.Duration, error) {
 	err := h.update(func(doc *stateDoc, now int64) {
 		b := doc.bucket(name)
 		b.Seen = now
+		if limit := int64(2 * h.window); b.ResetAt-now > limit || b.BlockedUntil-now > limit {
+			// Further ahead than any window: the clock went back since.
+			// Forget the bucket rather than wait for it.
+			*b = bucket{Seen: now}
+		}
 		h.roll(b, now)
 		if now < b.BlockedUntil {
 			wait = time.Duration(b.BlockedUntil - now)
@@ -265,6 +270,8 @@ func (h *Host) roll(b *bucket, now int64) {
 // blocks the bucket for a second.
 func (h *Host) Observe(name string, status int, header http.Header) {
 	limit, remaining, reset, date, ok := parseHeaders(header)
+	// A reset further ahead than two windows is not a per-window bucket.
+	ok = ok && reset-date <= int64(2*h.window/time.Second)
 	err := h.update(func(doc *stateDoc, now int64) {
 		b := doc.bucket(name)
 		b.Seen = now
@@ -319,8 +326,7 @@ func parseHeaders(h http.Header) (limit, remaining int, reset, date int64, ok bo
 		return 0, 0, 0, 0, false
 	}
 	date = d.Unix()
-	// A reset more than a day ahead is not a per-minute window.
-	if reset < date || reset-date > 86400 {
+	if reset < date {
 		return 0, 0, 0, 0, false
 	}
 	return int(l), int(r), reset, date, true

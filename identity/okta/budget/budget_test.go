@@ -21,6 +21,7 @@ const bucket = "https://example.okta.com/oauth2/{authServerId}/v1"
 // recorded.
 type env struct {
 	t        *testing.T
+	dir      string
 	clock    *testclock.Clock
 	host     *budget.Host
 	mu       sync.Mutex
@@ -30,9 +31,9 @@ type env struct {
 
 func newEnv(t *testing.T, share float64, maxInFlight int) *env {
 	t.Helper()
-	e := &env{t: t, clock: testclock.New(time.Date(2026, 3, 4, 10, 20, 30, 0, time.UTC))}
+	e := &env{t: t, dir: filepath.Join(t.TempDir(), "okta-budget"), clock: testclock.New(time.Date(2026, 3, 4, 10, 20, 30, 0, time.UTC))}
 	h, err := budget.Open(budget.Config{
-		Dir: filepath.Join(t.TempDir(), "okta-budget"), Share: share, MaxInFlight: maxInFlight,
+		Dir: e.dir, Share: share, MaxInFlight: maxInFlight,
 		Clock: e.clock.Now,
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			e.mu.Lock()
@@ -264,4 +265,33 @@ func TestDirectoryIsCreatedAtTheFirstRequest(t *testing.T) {
 	if fi, err := os.Stat(dir); err != nil || fi.Mode() != 0o700|os.ModeDir {
 		t.Errorf("after a request: %v %v, want a 0700 directory", fi, err)
 	}
+}
+
+func TestAClockGoneBackDoesNotStallRequests(t *testing.T) {
+	e := newEnv(t, 1, 2)
+	e.host.Observe(bucket, http.StatusOK, e.headers(10, 0, 30*time.Second))
+	// Another process of the host, after the clock was set back an hour,
+	// finds a window that seems to end in an hour and a half.
+	back := testclock.New(e.clock.Now().Add(-time.Hour))
+	var waits []time.Duration
+	h, err := budget.Open(budget.Config{Dir: e.dir, Share: 1, MaxInFlight: 2, Clock: back.Now,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			back.Advance(d)
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := h.Wait(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if len(waits) != 0 {
+		t.Errorf("waited %v after the clock went back", waits)
+	}
+	// A reset hours ahead is not a per-minute bucket: it is not waited for.
+	e.host.Observe(bucket, http.StatusOK, e.headers(10, 0, 3*time.Hour))
+	wantWaits(t, e.take(1))
 }

@@ -148,7 +148,7 @@ func seed(t *testing.T, dir string, limit, remaining int, resetIn time.Duration)
 func TestShareIsCountedAcrossProcesses(t *testing.T) {
 	dir := t.TempDir()
 	// 20 a window, half of it this host's; the window outlasts the test.
-	seed(t, dir, 20, 20, time.Hour)
+	seed(t, dir, 20, 20, time.Minute)
 	out := runHelpers(t, 6, helperJob{Kind: "take", Dir: dir, Share: 0.5, MaxInFlight: 4,
 		Requests: 4, Timeout: 300 * time.Millisecond})
 	granted := 0
