@@ -176,6 +176,7 @@ func (s *Settings) applyDefaults() {
 		d.ServiceWaitTimeout.Duration = 30 * time.Second
 	}
 	s.Identity.applyDefaults()
+	s.Identity.RateLimit.applyDefaults()
 	// GitLab's ID tokens name the instance without a trailing slash and
 	// the verifier compares iss exactly.
 	s.GitLab.URL = strings.TrimRight(s.GitLab.URL, "/")
@@ -288,6 +289,7 @@ func (s *Settings) resolve() error {
 	if err := s.validateIdentity(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, s.Identity.RateLimit.validate())
 	return errors.Join(errs...)
 }
 

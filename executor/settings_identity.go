@@ -68,6 +68,9 @@ type IdentitySettings struct {
 	// Apps configure app-mode rules (an ephemeral service app per job).
 	Apps AppsSettings `toml:"apps"`
 
+	// RateLimit paces the host's requests to Okta (settings_budget.go).
+	RateLimit RateLimitSettings `toml:"rate_limit"`
+
 	privateKeyPEM []byte
 }
 

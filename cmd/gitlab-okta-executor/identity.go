@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -14,11 +15,13 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta/budget"
 )
 
 // newIdentity wires the Okta identity when the settings configure one; it
-// returns nils when they don't.
-func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger) (executor.Identity, executor.NewMasker, error) {
+// returns nils when they don't. transport carries its Okta and GitLab
+// requests (see connectEarly); nil means http.DefaultTransport.
+func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger, transport http.RoundTripper) (executor.Identity, executor.NewMasker, error) {
 	if !s.Identity.Enabled() {
 		return nil, nil, nil
 	}
@@ -27,16 +30,21 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
 	httpClient := broker.NewHTTPClient(s)
+	httpClient.Transport = transport
 	// One resolver for every client, so the stage's apps share one
 	// metadata fetch (and the disk cache shares it across stages).
 	var endpoints okta.EndpointResolver = okta.OktaLayout{}
 	if s.Identity.UsesDiscovery() {
 		endpoints = &okta.Discovery{HTTPClient: httpClient, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
 	}
+	pace, err := newBudget(s, jobLog, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	newClient := func(clientID string, key crypto.Signer, keyID, name string) (*okta.Client, error) {
 		return okta.New(okta.Config{
 			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named(name),
-			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience,
+			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience, Budget: pace,
 		})
 	}
 	client, err := newClient(s.Identity.ClientID, key, s.Identity.KeyID, "okta")
@@ -89,4 +97,35 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return mk
 	}
 	return m, masker, nil
+}
+
+// newBudget opens the host-wide Okta rate-limit budget every stage process
+// shares; the job log says once when a request waits for it.
+func newBudget(s *executor.Settings, jobLog io.Writer, log hclog.Logger) (*budget.Host, error) {
+	rl := s.Identity.RateLimit
+	h, err := budget.Open(budget.Config{
+		Dir: s.BudgetDir(), Share: rl.Share, MaxInFlight: rl.MaxInFlight, Logger: log.Named("okta-budget"),
+		Notify: func(_ string, wait time.Duration) {
+			fmt.Fprintf(jobLog, "Waiting %s for Okta's rate limit: this host's share of the minute is used up (okta.rate_limit)\n",
+				wait.Round(time.Second))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the Okta rate-limit budget: %w", err)
+	}
+	return h, nil
+}
+
+// connectEarly returns the transport of the stage's Okta and GitLab
+// requests, which keeps one connection per host for all of them. In
+// prepare and cleanup, which call Okta, it starts the TCP and TLS
+// connection to the authorization server at once, so the handshake
+// overlaps loading the payload, the policy decision and Docker's work
+// instead of preceding the first Okta call.
+func connectEarly(cmd string, s *executor.Settings, log hclog.Logger) *okta.Conns {
+	conns := okta.NewConns(nil, log.Named("okta-conns"))
+	if s.Identity.Enabled() && (cmd == "prepare" || cmd == "cleanup") {
+		conns.Preconnect(s.Identity.IssuerFor(""))
+	}
+	return conns
 }

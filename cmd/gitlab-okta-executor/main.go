@@ -143,6 +143,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return err
 	}
 	defer closeLog()
+	conns := connectEarly(cmd, settings, logger)
+	defer conns.Close()
 
 	if cmd == "run" && fs.NArg() != 2 {
 		return fmt.Errorf("run needs <script> <sub-stage>, got %d arguments", fs.NArg())
@@ -163,7 +165,7 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		Settings: settings, Runtime: rt, State: store, Log: logger,
 		Now: time.Now, Stdout: stdout, Stderr: stderr, Getenv: getenv, Version: version,
 	}
-	ident, masker, err := newIdentity(ctx, settings, store, stdout, logger)
+	ident, masker, err := newIdentity(ctx, settings, store, stdout, logger, conns)
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,10 @@ type Config struct {
 	// AudienceEndpoint (default; Okta), AudienceTokenEndpoint (RFC 7523)
 	// or AudienceIssuer.
 	AssertionAudience string
+	// Budget paces requests against Okta's rate limits across the host's
+	// processes (see identity/okta/budget); default none. A 429 is still
+	// retried after its reset.
+	Budget Budget
 }
 
 // Client talks to the token, revocation and introspection endpoints of Okta
@@ -89,6 +93,7 @@ type Client struct {
 	maxRateLimitWait time.Duration
 	endpoints        EndpointResolver
 	audience         string
+	budget           Budget
 	// sleep waits for d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// nonces are the DPoP nonces last received, per issuer.
@@ -141,7 +146,11 @@ func New(cfg Config) (*Client, error) {
 		maxRateLimitWait: cfg.MaxRateLimitWait,
 		endpoints:        cfg.Endpoints,
 		audience:         cfg.AssertionAudience,
+		budget:           cfg.Budget,
 		sleep:            sleepContext,
+	}
+	if c.budget == nil {
+		c.budget = noBudget{}
 	}
 	if c.endpoints == nil {
 		c.endpoints = OktaLayout{}

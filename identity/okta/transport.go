@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/delay"
 )
 
 const (
@@ -113,6 +114,14 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
 	}
+	// Wait for the host's budget before signing, so the assertion and the
+	// DPoP proof are fresh however long the wait.
+	bucket := rateBucket(cl.endpoint)
+	release, err := c.budget.Wait(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("okta %s endpoint: %w", cl.kind, err)
+	}
+	defer release()
 	sentAt := c.clock()
 	assertion, jti, err := c.signer.signWithID(cl.audience, sentAt)
 	if err != nil {
@@ -172,6 +181,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (*result, er
 		return nil, &retryableError{err: err}
 	}
 	defer resp.Body.Close()
+	c.budget.Observe(bucket, resp.StatusCode, resp.Header)
 	requestID := sanitize(resp.Header.Get("X-Okta-Request-Id"), nil)
 	if cl.onHeader != nil {
 		cl.onHeader(resp.Header)
@@ -265,16 +275,4 @@ func rateLimitWait(h http.Header) (wait time.Duration, ok bool) {
 }
 
 // sleepContext waits for d or until ctx is done.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+var sleepContext = delay.Sleep

@@ -23,6 +23,13 @@
 //     like test/identityenv), next to one bare HTTP round trip to the same
 //     server (target ≤ 5 ms per job and ≤ 1.5× two round trips), split into
 //     the time inside the fake's handlers and the rest.
+//   - BenchmarkOktaBurst: 200 jobs' token requests at once, one process each
+//     (internal/oktajob), against the fake Okta with a 100-a-minute bucket,
+//     paced by one host-wide budget (identity/okta/budget): jobs served
+//     (target all), 429 answers after the first window (target 0) and the
+//     burst's wall time over the bucket's own 60 s (target ≤ 1.10), next to
+//     the same burst without the budget. It takes two minutes and runs once
+//     per test binary.
 //
 // The figures are medians over b.N jobs or invocations, so use a fixed count
 // (-benchtime 20x); ns/op is suppressed where it would mix two things.

@@ -1217,14 +1217,15 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	}
 	// Nothing of the job may stay in the state dir: the audit log, the
 	// GitLab key and authorization-server metadata caches, the
-	// runner-version cache and the settings-warning markers are the
-	// runner's, everything else is the job's.
+	// runner-version cache, the settings-warning markers and the host's
+	// Okta rate-limit budget are the runner's, everything else is the
+	// job's.
 	_ = filepath.WalkDir(w.stateDir, func(p string, d os.DirEntry, err error) error {
 		rel, _ := filepath.Rel(w.stateDir, p)
 		switch {
 		case err != nil || d.IsDir() || rel == "audit.log" || rel == "runner-version.json" ||
 			strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) || strings.HasPrefix(rel, "warned"+string(filepath.Separator)) ||
-			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)):
+			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)) || strings.HasPrefix(rel, "okta-budget"+string(filepath.Separator)):
 		default:
 			t.Errorf("the reaped job left %s in the state dir", rel)
 		}

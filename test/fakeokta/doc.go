@@ -27,10 +27,16 @@
 // token lifetime (5 minutes to 1 day).
 //
 // Every response carries X-Okta-Request-Id, Date (from Options.Clock) and the
-// X-Rate-Limit-* headers of its bucket. There are two per-minute buckets, as
-// in Okta: one for /v1/token and one shared by every other endpoint. Whether
-// Okta counts the buckets per authorization server or per org is unverified;
-// the fake counts them per fake server (that is, per org), the stricter reading.
+// X-Rate-Limit-Limit/Remaining/Reset headers of its bucket. Buckets are per
+// endpoint family and per org, as in Okta: /oauth2/{authServerId}/v1/*
+// (token, revoke, introspect, keys) of every custom authorization server
+// share one, the servers' /.well-known metadata another, the org server's
+// /oauth2/v1/* and the rest of the API theirs (Options.TokenRateLimit per
+// Options.RateLimitWindow, default 1,200 a minute). An exhausted bucket
+// answers 429 with Okta's E0000047 body until X-Rate-Limit-Reset. More than
+// Options.ConcurrencyLimit requests at once (default 75) are answered 429
+// E0000047 too, with the concurrent values in the headers as Okta documents.
+// Throttled lists those answers.
 //
 // Behaviour the fake chooses where Okta's documentation is silent:
 //   - Revoking a token issued to another client answers 200 and does not

@@ -1,6 +1,7 @@
 package fakeokta_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -8,9 +9,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -582,9 +585,19 @@ func TestRateLimit(t *testing.T) {
 	r := e.postForm(tokenURL, e.tokenForm("rsa", clientRSA, "deploy"), nil)
 	wantManagementError(t, r, http.StatusTooManyRequests, "E0000047", "API call exceeded rate limit due to too many requests.")
 	check(r, 0)
-
-	// Other endpoints have their own bucket.
-	check(e.get(e.issuer+"/v1/keys"), 2)
+	// Every /oauth2/{id}/v1/* endpoint of every authorization server of
+	// the org counts against the same bucket.
+	other := e.srv.AddAuthServer("other")
+	for _, u := range []string{e.issuer + "/v1/keys", other + "/v1/keys"} {
+		r := e.get(u)
+		wantManagementError(t, r, http.StatusTooManyRequests, "E0000047", "API call exceeded rate limit due to too many requests.")
+		check(r, 0)
+	}
+	if n := len(e.srv.Throttled()); n != 3 {
+		t.Errorf("%d throttled answers recorded, want 3", n)
+	}
+	// Metadata has its own bucket.
+	check(e.get(other+"/.well-known/oauth-authorization-server"), 2)
 
 	// The next window starts afresh.
 	e.clock.Advance(time.Minute)
@@ -592,6 +605,55 @@ func TestRateLimit(t *testing.T) {
 	check(e.postForm(tokenURL, e.tokenForm("rsa", clientRSA, "deploy"), nil), 2)
 	if n := e.srv.Hits("/v1/token"); n != 5 {
 		t.Errorf("hits %d", n)
+	}
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	e := newEnv(t, fakeokta.Options{ConcurrencyLimit: 2})
+	// Two slow requests fill the server; the third is refused at once.
+	release := make(chan struct{})
+	e.srv.Inject(fakeokta.Fault{Path: "/v1/keys", Count: 2, Delay: time.Hour})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.issuer+"/v1/keys", nil)
+			go func() { <-release; cancel() }()
+			if resp, err := e.http.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	// The slow requests are in flight once the server has counted them.
+	for e.srv.Hits("/v1/keys") < 2 {
+		runtime.Gosched()
+	}
+	r := e.postForm(e.issuer+"/v1/token", e.tokenForm("rsa", clientRSA, "deploy"), nil)
+	wantManagementError(t, r, http.StatusTooManyRequests, "E0000047", "API call exceeded rate limit due to too many requests.")
+	if r.Header.Get("X-Rate-Limit-Limit") != "2" || r.Header.Get("X-Rate-Limit-Remaining") != "0" ||
+		r.Header.Get("X-Rate-Limit-Reset") != strconv.FormatInt(e.clock.Now().Unix()+1, 10) {
+		t.Errorf("concurrent 429 headers %v, want the concurrent values", r.Header)
+	}
+	if th := e.srv.Throttled(); len(th) != 1 || !th[0].Concurrency || th[0].Path != "/oauth2/default/v1/token" {
+		t.Errorf("throttled %+v", th)
+	}
+	if len(e.srv.Issued()) != 0 {
+		t.Error("a refused request was served")
+	}
+	close(release)
+	wg.Wait()
+	// The server drains its in-flight count as the slow requests end.
+	for {
+		r := e.postForm(e.issuer+"/v1/token", e.tokenForm("rsa", clientRSA, "deploy"), nil)
+		if r.StatusCode == http.StatusOK {
+			break
+		}
+		if r.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("status %d: %s", r.StatusCode, r.body)
+		}
 	}
 }
 

@@ -410,6 +410,7 @@ func (s *Server) takeAppRate(w http.ResponseWriter, now time.Time) bool {
 	s.mu.Unlock()
 	setRateHeaders(w.Header(), limit, remaining, window.Add(s.window).Unix())
 	if !ok {
+		s.throttle(now, "/api/v1/apps")
 		writeRateLimited(w)
 	}
 	return ok

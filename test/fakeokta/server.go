@@ -20,8 +20,12 @@ import (
 )
 
 // DefaultTokenRateLimit is Okta's per-minute limit for
-// /oauth2/{id}/v1/token on paid orgs (free orgs get 300).
+// /oauth2/{authServerId}/v1/* on paid orgs (free orgs get 300).
 const DefaultTokenRateLimit = 1200
+
+// DefaultConcurrencyLimit is how many requests Okta serves at once per org
+// (35 on Integrator Free orgs); one more is answered 429.
+const DefaultConcurrencyLimit = 75
 
 // DefaultKeysMaxAge is the Cache-Control max-age served with /v1/keys. Okta
 // tells clients to cache keys but rotates them, so a client must refetch
@@ -54,10 +58,15 @@ type Options struct {
 	// Clock is the server's notion of now for token times, assertion
 	// checks, the Date header and rate-limit windows; default time.Now.
 	Clock func() time.Time
-	// TokenRateLimit is the number of requests per minute per bucket:
-	// /v1/token has one bucket, every other endpoint shares another with
-	// the same limit. Default DefaultTokenRateLimit.
+	// TokenRateLimit is the number of requests per window of every
+	// endpoint family's bucket (see bucketOf): /oauth2/{id}/v1/* of every
+	// authorization server share one bucket, as in Okta. Default
+	// DefaultTokenRateLimit.
 	TokenRateLimit int
+	// ConcurrencyLimit is how many requests the server handles at once;
+	// one more is answered 429 E0000047 with the concurrent values in the
+	// X-Rate-Limit-* headers. Default DefaultConcurrencyLimit.
+	ConcurrencyLimit int
 	// KeysMaxAge is the Cache-Control max-age of /v1/keys, default
 	// DefaultKeysMaxAge.
 	KeysMaxAge time.Duration
@@ -150,6 +159,7 @@ type IssuedToken struct {
 type Server struct {
 	clock      func() time.Time
 	limit      int
+	concurrent int
 	window     time.Duration
 	keysMaxAge time.Duration
 	log        hclog.Logger
@@ -171,6 +181,8 @@ type Server struct {
 	usedJTIs    map[string]time.Time // "assertion|client|jti" or "dpop|jti" -> forget after
 	hits        map[string]int       // URL path -> requests
 	buckets     map[string]*bucket
+	inFlight    int
+	throttled   []Throttle
 
 	mgmt *mgmtState // management API state (mgmt.go), guarded by mu
 }
@@ -206,6 +218,14 @@ type bucket struct {
 	used   int
 }
 
+// Throttle is a request the server answered 429 because of its own limits
+// (an injected 429 fault is not one).
+type Throttle struct {
+	At          time.Time // the server clock's time of the answer
+	Path        string
+	Concurrency bool // over ConcurrencyLimit, not a per-window bucket
+}
+
 // Start listens on opts.Addr and serves in the background until Close.
 func Start(opts Options) (*Server, error) {
 	if opts.Addr == "" {
@@ -219,6 +239,9 @@ func Start(opts Options) (*Server, error) {
 	}
 	if opts.TokenRateLimit <= 0 {
 		opts.TokenRateLimit = DefaultTokenRateLimit
+	}
+	if opts.ConcurrencyLimit <= 0 {
+		opts.ConcurrencyLimit = DefaultConcurrencyLimit
 	}
 	if opts.KeysMaxAge <= 0 {
 		opts.KeysMaxAge = DefaultKeysMaxAge
@@ -234,6 +257,7 @@ func Start(opts Options) (*Server, error) {
 	s := &Server{
 		clock:       opts.Clock,
 		limit:       opts.TokenRateLimit,
+		concurrent:  opts.ConcurrencyLimit,
 		window:      opts.RateLimitWindow,
 		keysMaxAge:  opts.KeysMaxAge,
 		log:         opts.Logger,
@@ -445,6 +469,14 @@ func (s *Server) Hits(pathSuffix string) int {
 	return n
 }
 
+// Throttled returns the requests answered 429 because a bucket or the
+// concurrency limit was exhausted, oldest first.
+func (s *Server) Throttled() []Throttle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.throttled)
+}
+
 func (t *issuedToken) active(now time.Time) bool {
 	return !t.Revoked && now.Before(t.ExpiresAt)
 }
@@ -478,15 +510,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Okta-Request-Id", reqID)
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
 
-	bucketName := "other"
-	if strings.HasSuffix(r.URL.Path, "/v1/token") {
-		bucketName = "token"
-	}
+	bucketName := bucketOf(r.URL.Path)
 
 	s.mu.Lock()
 	s.hits[r.URL.Path]++
+	s.inFlight++
+	overConcurrency := s.inFlight > s.concurrent
 	fault, faulted := s.takeFault(r.URL.Path)
+	if overConcurrency {
+		s.throttled = append(s.throttled, Throttle{At: now, Path: r.URL.Path, Concurrency: true})
+	}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 
 	defer func() {
 		args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status,
@@ -494,6 +533,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("request", append(args, sw.attrs...)...)
 	}()
 
+	if overConcurrency {
+		// Okta reports the concurrent limit instead of the bucket's, and
+		// its reset is only an estimate.
+		setRateHeaders(h, s.concurrent, 0, now.Unix()+1)
+		writeRateLimited(sw)
+		return
+	}
 	if faulted {
 		if fault.Delay > 0 {
 			t := time.NewTimer(fault.Delay)
@@ -523,10 +569,40 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !s.takeRate(h, now, bucketName) {
+		s.throttle(now, r.URL.Path)
 		writeRateLimited(sw)
 		return
 	}
 	s.route(sw, r)
+}
+
+// throttle records a 429 answered for an exhausted bucket.
+func (s *Server) throttle(now time.Time, path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throttled = append(s.throttled, Throttle{At: now, Path: path})
+}
+
+// bucketOf names the per-window bucket a path counts against. Okta counts
+// /oauth2/{authServerId}/v1/* (token, revoke, introspect, keys) of every
+// custom authorization server of the org in one bucket; the servers'
+// metadata, the org authorization server and everything else have their
+// own.
+func bucketOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/oauth2/")
+	if !ok {
+		return "other"
+	}
+	id, suffix, _ := strings.Cut(rest, "/")
+	switch {
+	case id == "v1":
+		return "/oauth2/v1"
+	case strings.HasPrefix(suffix, "v1/"):
+		return "/oauth2/{authServerId}/v1"
+	case strings.HasPrefix(suffix, ".well-known/"):
+		return "/oauth2/{authServerId}/.well-known"
+	}
+	return "other"
 }
 
 // serveLate serves r into a buffer, then holds the answer back for d (or
@@ -539,6 +615,7 @@ func (s *Server) serveLate(w *statusWriter, r *http.Request, now time.Time, buck
 	if s.takeRate(buf.header, now, bucketName) {
 		s.route(inner, r.WithContext(context.WithoutCancel(r.Context())))
 	} else {
+		s.throttle(now, r.URL.Path)
 		writeRateLimited(inner)
 	}
 	w.attrs = append(w.attrs, inner.attrs...)

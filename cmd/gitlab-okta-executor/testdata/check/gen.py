@@ -78,6 +78,8 @@ cases = [
     ("okta-dpop", "okta.dpop", "client_id", '"0oa_dpop"'),
     ("okta-apps-max_concurrent", "okta.apps", "max_concurrent", "5000"),
     ("okta-apps-name_prefix", "okta.apps", "name_prefix", '"jobs-"'),
+    ("okta-rate_limit-share", "okta.rate_limit", "share", "1.5"),
+    ("okta-rate_limit-max_in_flight", "okta.rate_limit", "max_in_flight", "100"),
     ("gitlab-url", "gitlab", "url", '"ftp://gitlab.example.com"'),
     ("gitlab-audience", "gitlab", "audience", None),
     ("gitlab-id_token_variables", "gitlab", "id_token_variables", "[]"),
