@@ -50,7 +50,7 @@ func writeChain(t *testing.T, n int, key Key) *Chain {
 	return c
 }
 
-func readLines(t *testing.T, name string) [][]byte {
+func fileLines(t *testing.T, name string) [][]byte {
 	t.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {
@@ -68,7 +68,7 @@ func writeLines(t *testing.T, name string, lines [][]byte) {
 
 func TestAppendWritesASupersetOfTheEvent(t *testing.T) {
 	c := writeChain(t, 2, nil)
-	lines := readLines(t, c.Path)
+	lines := fileLines(t, c.Path)
 	first := string(lines[0])
 	if !strings.HasPrefix(first, string(event(1)[:len(event(1))-1])+`,"seq":1,"prev":"","hash":"`) {
 		t.Errorf("line 1 = %s", first)
@@ -166,7 +166,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := writeChain(t, 6, tc.key)
-			writeLines(t, c.Path, tc.tamper(readLines(t, c.Path)))
+			writeLines(t, c.Path, tc.tamper(fileLines(t, c.Path)))
 			_, err := Verify([]string{c.Path}, VerifyOptions{Key: tc.key})
 			var be *BrokenError
 			if !errors.As(err, &be) {
@@ -181,7 +181,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 
 func TestVerifyFindsARemovedTailByTheHead(t *testing.T) {
 	c := writeChain(t, 6, testKey)
-	lines := readLines(t, c.Path)
+	lines := fileLines(t, c.Path)
 	writeLines(t, c.Path, lines[:4])
 	h, err := ReadHead(c.HeadPath(), testKey)
 	if err != nil {
@@ -270,7 +270,7 @@ func TestAppendAfterAnUnchainedFileAndACutLine(t *testing.T) {
 	if _, err := c.Append(event(2)); err != nil {
 		t.Fatal(err)
 	}
-	lines := readLines(t, c.Path)
+	lines := fileLines(t, c.Path)
 	if len(lines) != 4 || string(lines[1]) != "{\"event\":\"iss\n" {
 		t.Fatalf("lines %q", lines)
 	}
@@ -336,7 +336,7 @@ func TestConcurrentWritersKeepOneChain(t *testing.T) {
 // head behind the file (a crash between line and head) yields to the file.
 func TestAppendContinuesFromTheFurthestEnd(t *testing.T) {
 	c := writeChain(t, 5, nil)
-	writeLines(t, c.Path, readLines(t, c.Path)[:3])
+	writeLines(t, c.Path, fileLines(t, c.Path)[:3])
 	if _, err := c.Append(event(6)); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestAppendContinuesFromTheFurthestEnd(t *testing.T) {
 	}
 
 	c = writeChain(t, 3, nil)
-	lines := readLines(t, c.Path)
+	lines := fileLines(t, c.Path)
 	p, _ := parseLine(bytes.TrimSuffix(lines[1], []byte("\n")))
 	writeHead(t, c.HeadPath(), Head{File: c.Path, Seq: 2, Link: p.link})
 	if _, err := c.Append(event(4)); err != nil {
