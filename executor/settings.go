@@ -52,6 +52,8 @@ type Settings struct {
 	Identity IdentitySettings `toml:"okta"`
 	GitLab   GitLabSettings   `toml:"gitlab"`
 	Policy   identity.Policy  `toml:"policy"`
+	// Audit: the audit log's hash chain and syslog shipping (settings_audit.go).
+	Audit AuditSettings `toml:"audit"`
 
 	// path is where the settings were loaded from, for messages.
 	path string
@@ -167,6 +169,7 @@ func (s *Settings) applyDefaults() {
 		d.ServiceWaitTimeout.Duration = 30 * time.Second
 	}
 	s.Identity.applyDefaults()
+	s.Audit.applyDefaults(s.StateDir)
 	// GitLab's ID tokens name the instance without a trailing slash and
 	// the verifier compares iss exactly.
 	s.GitLab.URL = strings.TrimRight(s.GitLab.URL, "/")
@@ -266,6 +269,7 @@ func (s *Settings) Validate() error {
 	if err := s.validateIdentity(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, s.Audit.validate(s.Identity.AuditLog))
 	return errors.Join(errs...)
 }
 
