@@ -14,8 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"syscall"
-
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
 // MinKeyBytes is the shortest HMAC key accepted: 256 bits, the strength of
@@ -82,20 +80,30 @@ func (h Head) macInput() []byte {
 	return []byte("gitlab-okta-executor audit chain head\x00" + h.File + "\x00" + strconv.FormatUint(h.Seq, 10) + "\x00" + h.Link)
 }
 
-// ReadHead reads a chain head file; with a key, its MAC must verify.
+// ReadHead reads a chain head file under its lock; with a key, its MAC
+// must verify.
 func ReadHead(name string, key Key) (Head, error) {
-	b, err := os.ReadFile(name)
+	f, err := openState(name, syscall.LOCK_SH)
 	if err != nil {
 		return Head{}, err
 	}
+	defer f.Close()
 	var h Head
-	if err := json.Unmarshal(b, &h); err != nil {
+	found, err := f.read(&h)
+	switch {
+	case err != nil:
 		return Head{}, fmt.Errorf("reading chain head %s: %w", name, err)
-	}
-	if key != nil && !hmac.Equal([]byte(h.MAC), []byte(seal(key, h.macInput()))) {
+	case !found:
+		return Head{}, fmt.Errorf("chain head %s is empty: %w", name, os.ErrNotExist)
+	case !h.valid(key):
 		return Head{}, &HeadMACError{File: name}
 	}
 	return h, nil
+}
+
+// valid checks the MAC with a key; without one there is nothing to check.
+func (h Head) valid(key Key) bool {
+	return key == nil || hmac.Equal([]byte(h.MAC), []byte(seal(key, h.macInput())))
 }
 
 // HeadMACError: the chain head does not verify with the key (edited, or
@@ -174,8 +182,8 @@ func sealLine(obj []byte, prev Link, key Key) ([]byte, Link) {
 type Chain struct {
 	// Path is the audit file (0600, its directory 0700).
 	Path string
-	// HeadFile records the chain's last link; its lock is HeadFile+".lock".
-	// "" keeps both beside Path as .<name>.chain-head.
+	// HeadFile records the chain's last link and is the chain's lock.
+	// "" keeps it beside Path as .<name>.chain-head.
 	HeadFile string
 	// Key, when set, makes every link an HMAC.
 	Key Key
@@ -204,11 +212,11 @@ func (c *Chain) Append(obj []byte) (Link, error) {
 	if err := os.MkdirAll(filepath.Dir(headFile), 0o700); err != nil {
 		return Link{}, fmt.Errorf("creating audit chain head directory: %w", err)
 	}
-	unlock, err := lockFile(headFile+".lock", syscall.LOCK_EX)
+	hf, err := openState(headFile, syscall.LOCK_EX)
 	if err != nil {
-		return Link{}, fmt.Errorf("locking the audit chain: %w", err)
+		return Link{}, fmt.Errorf("locking the audit chain head: %w", err)
 	}
-	defer unlock()
+	defer hf.Close()
 	f, err := openAuditFile(c.Path)
 	if err != nil {
 		return Link{}, err
@@ -220,8 +228,11 @@ func (c *Chain) Append(obj []byte) (Link, error) {
 	}
 	var prev Link
 	t, tailOK := parseLine(tail)
-	head, herr := ReadHead(headFile, c.Key)
-	headOK := herr == nil
+	var head Head
+	found, herr := hf.read(&head)
+	// An unreadable head (a torn write at power loss) or one failing its
+	// MAC is not trusted: the file's end decides.
+	headOK := found && herr == nil && head.valid(c.Key)
 	switch {
 	case tailOK && (!headOK || t.seq >= head.Seq):
 		prev = Link{Seq: t.seq, Hash: t.link}
@@ -234,11 +245,11 @@ func (c *Chain) Append(obj []byte) (Link, error) {
 		// verify reports rather than gluing this one to it.
 		line = append([]byte{'\n'}, line...)
 	}
+	// One write: O_APPEND places it whole at the end. Not fsynced, as the
+	// log never was: after a power loss the last lines may be gone, and
+	// verify names them missing when the head survived them.
 	if _, err := f.Write(line); err != nil {
 		return Link{}, fmt.Errorf("writing audit log %s: %w", c.Path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return Link{}, fmt.Errorf("syncing audit log %s: %w", c.Path, err)
 	}
 	if err := f.Close(); err != nil {
 		return Link{}, fmt.Errorf("closing audit log %s: %w", c.Path, err)
@@ -247,8 +258,7 @@ func (c *Chain) Append(obj []byte) (Link, error) {
 	if c.Key != nil {
 		h.MAC = seal(c.Key, h.macInput())
 	}
-	b, _ := json.Marshal(h)
-	if err := atomicfile.Write(headFile, append(b, '\n')); err != nil {
+	if err := hf.write(h); err != nil {
 		return link, fmt.Errorf("recording audit chain head %s: %w", headFile, err)
 	}
 	return link, nil
@@ -282,7 +292,8 @@ func openAuditFile(name string) (*os.File, error) {
 }
 
 // lastLine returns the file's last complete line (without its newline) and
-// whether the file ends in a newline (an empty file does).
+// whether the file ends in a newline (an empty file does). It reads back
+// from the end in growing chunks, up to maxTail.
 func lastLine(f *os.File) ([]byte, bool, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -292,40 +303,24 @@ func lastLine(f *os.File) ([]byte, bool, error) {
 	if size == 0 {
 		return nil, true, nil
 	}
-	n := min(size, maxTail)
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, size-n); err != nil && !errors.Is(err, io.EOF) {
-		return nil, false, err
-	}
-	endsInNewline := buf[len(buf)-1] == '\n'
-	end := bytes.LastIndexByte(buf, '\n')
-	if end < 0 {
-		return nil, endsInNewline, nil
-	}
-	start := bytes.LastIndexByte(buf[:end], '\n') + 1
-	if start == 0 && n < size {
-		return nil, endsInNewline, nil // longer than maxTail: not ours
-	}
-	return buf[start:end], endsInNewline, nil
-}
-
-// lockFile takes a flock (how: LOCK_EX, LOCK_SH, with LOCK_NB to try) on
-// name, creating it 0600; the returned func releases it. The lock files
-// are never removed, so the lock is always on the file at name.
-func lockFile(name string, how int) (func(), error) {
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errBusy
+	for chunk := int64(4096); ; chunk *= 4 {
+		n := min(size, chunk, maxTail)
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, size-n); err != nil && !errors.Is(err, io.EOF) {
+			return nil, false, err
 		}
-		return nil, err
+		endsInNewline := buf[len(buf)-1] == '\n'
+		end := bytes.LastIndexByte(buf, '\n')
+		if end < 0 && n == size {
+			return nil, endsInNewline, nil // one cut-off line
+		}
+		if end >= 0 {
+			if start := bytes.LastIndexByte(buf[:end], '\n') + 1; start > 0 || n == size {
+				return buf[start:end], endsInNewline, nil
+			}
+		}
+		if n == maxTail {
+			return nil, endsInNewline, nil // longer than any line of ours
+		}
 	}
-	return func() { f.Close() }, nil
 }
-
-// errBusy: another process holds a try-lock.
-var errBusy = errors.New("held by another process")

@@ -11,8 +11,8 @@
 // continues the chain, and a removed tail is noticed.
 //
 // Writers are separate processes (every stage of every job): Chain.Append
-// holds an exclusive flock on a lock file beside the head while it reads
-// the chain's end and appends, so seq never forks.
+// holds an exclusive flock on the chain head file while it reads the
+// chain's end, appends and records the new head, so seq never forks.
 //
 // Shipper sends the same lines as RFC 5424 syslog messages (unix socket,
 // TCP or TLS with RFC 6587 octet counting) from a cursor that advances only

@@ -3,7 +3,6 @@ package auditlog
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
 // Defaults of a Shipper.
@@ -51,7 +48,7 @@ type Shipper struct {
 	Path string
 	// CursorFile records the file (device, inode), the offset after the
 	// last line sent and that line's seq (0600, under the state
-	// directory); its lock is CursorFile+".lock".
+	// directory); it is also the shippers' lock.
 	CursorFile string
 	Dest       *Destination
 	Format     SyslogFormat
@@ -95,15 +92,15 @@ func (s *Shipper) run(ctx context.Context, force bool) error {
 	// whose try-lock failed, is this process's to send: look again after
 	// releasing, a bounded number of times.
 	for range 5 {
-		unlock, err := lockFile(s.CursorFile+".lock", how)
+		cf, err := openState(s.CursorFile, how)
 		if errors.Is(err, errBusy) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("locking the audit cursor: %w", err)
 		}
-		capped, err := s.round(ctx, force)
-		unlock()
+		capped, err := s.round(ctx, cf, force)
+		cf.Close()
 		if err != nil || capped || !s.behind() {
 			return err
 		}
@@ -139,24 +136,34 @@ func (s *Shipper) log() hclog.Logger {
 	return hclog.NewNullLogger()
 }
 
+// readCursor reads the cursor under a shared lock (no cursor yet: the
+// zero cursor, the file's start).
 func (s *Shipper) readCursor() (cursor, error) {
-	var c cursor
-	b, err := os.ReadFile(s.CursorFile)
+	cf, err := openState(s.CursorFile, syscall.LOCK_SH)
 	if errors.Is(err, os.ErrNotExist) {
-		return c, nil
+		return cursor{}, nil
 	}
 	if err != nil {
-		return c, fmt.Errorf("reading audit cursor: %w", err)
+		return cursor{}, fmt.Errorf("reading audit cursor: %w", err)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("reading audit cursor %s: %w", s.CursorFile, err)
-	}
-	return c, nil
+	defer cf.Close()
+	return s.cursorIn(cf), nil
 }
 
-func (s *Shipper) writeCursor(c cursor) error {
-	b, _ := json.Marshal(c)
-	if err := atomicfile.Write(s.CursorFile, append(b, '\n')); err != nil {
+// cursorIn reads the locked cursor file. One that does not parse (a
+// write torn by a power loss) restarts from the file's start: the
+// receiver may get lines twice (each names its seq), never miss one.
+func (s *Shipper) cursorIn(cf *stateFile) cursor {
+	var c cursor
+	if _, err := cf.read(&c); err != nil {
+		s.log().Warn("the audit ship cursor is unreadable: shipping the audit log from its start", "cursor", s.CursorFile, "error", err)
+		return cursor{}
+	}
+	return c
+}
+
+func writeCursor(cf *stateFile, c cursor) error {
+	if err := cf.write(c); err != nil {
 		return fmt.Errorf("recording audit cursor: %w", err)
 	}
 	return nil
@@ -164,11 +171,8 @@ func (s *Shipper) writeCursor(c cursor) error {
 
 // round sends one batch under the lock; capped reports that MaxLines cut
 // it short.
-func (s *Shipper) round(ctx context.Context, force bool) (capped bool, err error) {
-	c, err := s.readCursor()
-	if err != nil {
-		return false, err
-	}
+func (s *Shipper) round(ctx context.Context, cf *stateFile, force bool) (capped bool, err error) {
+	c := s.cursorIn(cf)
 	if !force && c.RetryAt != nil && s.now().Before(*c.RetryAt) {
 		return false, nil
 	}
@@ -187,16 +191,16 @@ func (s *Shipper) round(ctx context.Context, force bool) (capped bool, err error
 	if c.Ino != 0 && (c.Dev != dev || c.Ino != ino) {
 		// Rotated: finish the old file if it is still beside the new one.
 		if old := findByID(s.Path, c.Dev, c.Ino); old != "" {
-			n, err := s.send(ctx, old, &c, max)
+			n, err := s.send(ctx, cf, old, &c, max)
 			if err != nil || n == max {
-				return n == max, s.failed(c, err)
+				return n == max, s.failed(cf, c, err)
 			}
 		} else {
 			s.log().Warn("the audit log was rotated and the unsent rest of the old file is gone: the receiver will see a gap in seq",
 				"file", s.Path, "last_shipped_seq", c.Seq)
 		}
 		c = cursor{Dev: dev, Ino: ino, Seq: c.Seq}
-		if err := s.writeCursor(c); err != nil {
+		if err := writeCursor(cf, c); err != nil {
 			return false, err
 		}
 	}
@@ -208,15 +212,15 @@ func (s *Shipper) round(ctx context.Context, force bool) (capped bool, err error
 			"file", s.Path, "offset", c.Offset, "size", st.Size())
 		c.Offset = 0
 	}
-	n, err := s.send(ctx, s.Path, &c, max)
+	n, err := s.send(ctx, cf, s.Path, &c, max)
 	if err != nil {
-		return false, s.failed(c, err)
+		return false, s.failed(cf, c, err)
 	}
 	return n == max, nil
 }
 
 // failed records the retry time and counts the failure.
-func (s *Shipper) failed(c cursor, err error) error {
+func (s *Shipper) failed(cf *stateFile, c cursor, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -226,7 +230,7 @@ func (s *Shipper) failed(c cursor, err error) error {
 	}
 	at := s.now().Add(retry)
 	c.RetryAt = &at
-	werr := s.writeCursor(c)
+	werr := writeCursor(cf, c)
 	pending := 0
 	var pe *pendingError
 	if errors.As(err, &pe) {
@@ -249,7 +253,7 @@ func (e *pendingError) Unwrap() error { return e.err }
 
 // send ships up to max complete lines of name from c.Offset and advances
 // c (and the cursor file) past what the receiver confirmed.
-func (s *Shipper) send(ctx context.Context, name string, c *cursor, max int) (int, error) {
+func (s *Shipper) send(ctx context.Context, cf *stateFile, name string, c *cursor, max int) (int, error) {
 	lines, err := readLines(name, c.Offset, max)
 	if err != nil || len(lines) == 0 {
 		return 0, err
@@ -273,7 +277,7 @@ func (s *Shipper) send(ctx context.Context, name string, c *cursor, max int) (in
 		if s.Observer != nil && n > 0 {
 			s.Observer.AuditShipped(n)
 		}
-		return s.writeCursor(*c)
+		return writeCursor(cf, *c)
 	}
 	if datagram {
 		// A unix datagram is in the receiver's queue once sent.

@@ -371,7 +371,10 @@ func TestShipLeavesTheRoundToTheLockHolder(t *testing.T) {
 	r := serveStream(t, ln)
 	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
 	appendEvents(t, c, 1, 1)
-	unlock, err := lockFile(s.CursorFile+".lock", syscall.LOCK_EX)
+	if err := os.MkdirAll(filepath.Dir(s.CursorFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	held, err := openState(s.CursorFile, syscall.LOCK_EX)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +384,7 @@ func TestShipLeavesTheRoundToTheLockHolder(t *testing.T) {
 	if n := len(r.messages()); n != 0 {
 		t.Errorf("shipped %d while another process held the lock", n)
 	}
-	unlock()
+	held.Close()
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
