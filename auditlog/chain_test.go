@@ -357,3 +357,25 @@ func TestAppendContinuesFromTheFurthestEnd(t *testing.T) {
 		t.Errorf("head behind the file: %+v, %v", rep, err)
 	}
 }
+
+// TestAppendIgnoresAnUnusableHead: a head that does not parse (a write
+// torn by a power loss) or fails its MAC is not trusted; the chain goes
+// on from the file's last line.
+func TestAppendIgnoresAnUnusableHead(t *testing.T) {
+	for name, content := range map[string]string{
+		"torn":       `{"file":"/x","seq":9,"li`,
+		"forged mac": `{"file":"/x","seq":9,"link":"` + strings.Repeat("0", 64) + `","mac":"00"}`,
+	} {
+		c := writeChain(t, 2, testKey)
+		if err := os.WriteFile(c.HeadPath(), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Append(event(3)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		h, err := ReadHead(c.HeadPath(), testKey)
+		if rep, verr := Verify([]string{c.Path}, VerifyOptions{Key: testKey, Head: &h}); err != nil || verr != nil || rep.LastSeq != 3 {
+			t.Errorf("%s head: %+v, %v, %v", name, rep, err, verr)
+		}
+	}
+}

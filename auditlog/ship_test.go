@@ -451,3 +451,27 @@ func testTLS(t *testing.T) (*tls.Config, *tls.Config) {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
 		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 }
+
+// TestShipAfterATornCursor: a cursor that does not parse restarts from
+// the file's start: lines may arrive twice, none is lost.
+func TestShipAfterATornCursor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serveStream(t, ln)
+	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	appendEvents(t, c, 1, 2)
+	if err := s.Ship(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.CursorFile, []byte(`{"dev":1,"ino":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, c, 3, 3)
+	if err := s.Ship(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	wantSeqs(t, r, fileLines(t, c.Path), 1, 2, 1, 2, 3)
+}
