@@ -207,8 +207,8 @@ func (s *Shipper) round(ctx context.Context, cf *stateFile, force bool) (capped 
 	if c.Ino == 0 {
 		c.Dev, c.Ino = dev, ino
 	}
-	if st.Size() < c.Offset {
-		s.log().Warn("the audit log is shorter than what was shipped (truncated in place): shipping it from its start",
+	if st.Size() < c.Offset || !continuesAt(s.Path, c) {
+		s.log().Warn("the audit log changed under the ship cursor (truncated in place, copytruncate): shipping it from its start",
 			"file", s.Path, "offset", c.Offset, "size", st.Size())
 		c.Offset = 0
 	}
@@ -351,6 +351,31 @@ func readLines(name string, offset int64, max int) ([][]byte, error) {
 		lines = append(lines, l[:len(l)-1])
 	}
 	return lines, nil
+}
+
+// continuesAt reports whether the cursor's offset in name is where a
+// line starts and, when that line is chained, whether it follows the last
+// seq sent. A file truncated in place and written past the old offset
+// again fails this.
+func continuesAt(name string, c cursor) bool {
+	if c.Offset == 0 {
+		return true
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return true // send reports it
+	}
+	defer f.Close()
+	r := bufio.NewReader(io.NewSectionReader(f, c.Offset-1, maxLineBytes+1))
+	if b, err := r.ReadByte(); err != nil || b != '\n' {
+		return false
+	}
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return true // nothing complete past the cursor yet
+	}
+	p, ok := parseLine(line[:len(line)-1])
+	return !ok || c.Seq == 0 || p.seq == c.Seq+1
 }
 
 func fileID(fi os.FileInfo) (dev, ino uint64) {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -474,4 +475,36 @@ func TestShipAfterATornCursor(t *testing.T) {
 	}
 	r.stop()
 	wantSeqs(t, r, fileLines(t, c.Path), 1, 2, 1, 2, 3)
+}
+
+// TestShipAfterCopytruncate: the file truncated in place and written past
+// the old offset again is shipped from its start, not from the middle.
+func TestShipAfterCopytruncate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serveStream(t, ln)
+	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	appendEvents(t, c, 1, 2)
+	if err := s.Ship(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(c.Path, 0); err != nil { // logrotate copytruncate
+		t.Fatal(err)
+	}
+	appendEvents(t, c, 3, 6) // longer than what was shipped
+	if err := s.Ship(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	var seqs []string
+	for _, m := range r.messages() {
+		_, rest, _ := bytes.Cut(m, []byte(`sequenceId="`))
+		seq, _, _ := bytes.Cut(rest, []byte(`"`))
+		seqs = append(seqs, string(seq))
+	}
+	if got := strings.Join(seqs, " "); got != "1 2 3 4 5 6" {
+		t.Errorf("received seqs %s, want 1 2 3 4 5 6", got)
+	}
 }
