@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"os"
@@ -250,6 +251,18 @@ func TestRotationContinuesTheChain(t *testing.T) {
 		}
 		if rep, err := Verify([]string{c.Path}, VerifyOptions{Key: key}); err != nil || rep.FirstSeq != 6 {
 			t.Errorf("the newest file alone continues an earlier one: %+v, %v", rep, err)
+		}
+		// A compressed generation (logrotate's compress) reads as gzip.
+		gz := old2 + ".gz"
+		var zb bytes.Buffer
+		zw := gzip.NewWriter(&zb)
+		zw.Write(bytes.Join(fileLines(t, old2), nil))
+		zw.Close()
+		if err := os.WriteFile(gz, zb.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := Verify([]string{gz, old1, c.Path}, VerifyOptions{Key: key}); err != nil || rep.Lines != 6 {
+			t.Errorf("with a .gz generation: %+v, %v", rep, err)
 		}
 		var be *BrokenError
 		if _, err := Verify([]string{old2, c.Path}, VerifyOptions{Key: key}); !errors.As(err, &be) || be.File != c.Path || be.Line != 1 || !strings.Contains(be.Problem, "2 lines missing") {

@@ -3,11 +3,13 @@ package auditlog
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // BrokenError is the first place where a chain does not verify.
@@ -97,9 +99,9 @@ type verifier struct {
 }
 
 func (v *verifier) file(index int, name string) error {
-	f, err := os.Open(name)
+	f, err := openLog(name)
 	if err != nil {
-		return fmt.Errorf("opening audit log: %w", err)
+		return err
 	}
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 64<<10)
@@ -184,11 +186,32 @@ func (v *verifier) line(index int, name string, n int, line []byte) error {
 	return nil
 }
 
+// openLog opens an audit file; a .gz one (a compressed rotation) is
+// read through gzip.
+func openLog(name string) (io.ReadCloser, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit log: %w", err)
+	}
+	if !strings.HasSuffix(name, ".gz") {
+		return f, nil
+	}
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening audit log %s: %w", name, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{z, f}, nil
+}
+
 // find looks for the line with seq after (index, line), to tell a
 // reordered line from a missing one.
 func (v *verifier) find(index, after int, seq uint64) (string, int, bool) {
 	for i := index; i < len(v.files); i++ {
-		f, err := os.Open(v.files[i])
+		f, err := openLog(v.files[i])
 		if err != nil {
 			return "", 0, false
 		}

@@ -94,8 +94,8 @@ command could not run (for instance an invalid settings file: run check).
   audit verify [--settings FILE] [--key-file KEY] [FILE...]
       Checks the audit log's hash chain: every line's hash (or HMAC) matches
       its content, seq counts up by one and prev links each line to the one
-      before, across rotated files given oldest first (audit.log.2
-      audit.log.1 audit.log). With --settings and the live audit log (the
+      before, across rotated files given oldest first (audit.log.2.gz
+      audit.log.1 audit.log; .gz is read as gzip). With --settings and the live audit log (the
       default file), its end must also match the chain head, so a removed
       tail shows. Prints the first broken, missing or reordered line:
 
