@@ -95,6 +95,16 @@ func (d *Destination) dial(ctx context.Context) (conn net.Conn, datagram bool, e
 	}
 }
 
+// Probe connects (for tls://, with the handshake that verifies the
+// receiver) and hangs up without sending: doctor's check.
+func (d *Destination) Probe(ctx context.Context) error {
+	c, _, err := d.dial(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
 // SyslogFormat fills the RFC 5424 header of each message.
 type SyslogFormat struct {
 	AppName  string

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -501,4 +502,25 @@ func TestDoctorGitLabFailures(t *testing.T) {
 		r := w.run()
 		r.want(t, "gitlab.jwks", preflight.Fail, "HTTP 500")
 	})
+}
+
+// TestDoctorAuditSyslog: doctor connects to the syslog receiver of
+// [audit.syslog] and fails when nothing listens.
+func TestDoctorAuditSyslog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv := serveSyslog(ln)
+	addr := ln.Addr().String()
+	w := newDoctorWorld(t, identityenv.Options{})
+	w.rules += fmt.Sprintf("\n[audit.syslog]\naddress = \"tcp://%s\"\n", addr)
+	r := w.run()
+	r.want(t, "audit.syslog", preflight.Pass, "reached tcp://"+addr)
+	rcv.stop()
+	r = w.run()
+	r.want(t, "audit.syslog", preflight.Fail, "cannot reach tcp://"+addr)
+	if r.code != 1 {
+		t.Errorf("exit %d with the receiver down, want 1", r.code)
+	}
 }

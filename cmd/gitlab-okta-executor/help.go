@@ -54,7 +54,8 @@ with --strict), 2 the command could not run.
 	"doctor": `usage: gitlab-okta-executor doctor [--settings FILE] [--json]
 
 Live preflight of everything the settings name: the Docker engine, the
-runner binary, the state directory and audit log, the signing keys, every
+runner binary, the state directory and audit log (and its syslog
+receiver, connected to without sending), the signing keys, every
 authorization server the policy uses (its metadata: discovered endpoints,
 or for Okta URLs the fixed {issuer}/v1/... layout; a real token per rule,
 minted and revoked at once, audited as "doctor"), DPoP and app mode, and GitLab's
