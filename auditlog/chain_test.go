@@ -392,3 +392,12 @@ func TestAppendIgnoresAnUnusableHead(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyNeverFormats(t *testing.T) {
+	k := Key("super-secret-hmac-key-0123456789abcdef")
+	for _, got := range []string{fmt.Sprint(k), fmt.Sprintf("%v %+v %#v %s %x %q", k, k, k, k, k, k), fmt.Sprintf("%+v", struct{ K Key }{k})} {
+		if strings.Contains(got, "super") || strings.Contains(got, "73757065") {
+			t.Errorf("the key formats as %q", got)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package auditlog
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,133 +10,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog/syslogtest"
 )
-
-// receiver is a syslog server: octet-counted frames on streams (closing
-// its side when the sender does), one message per datagram otherwise.
-type receiver struct {
-	mu   sync.Mutex
-	msgs [][]byte
-	more chan struct{}
-	ln   net.Listener
-	pc   net.PacketConn
-	done sync.WaitGroup
-}
-
-func (r *receiver) add(m []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	if r.more != nil {
-		close(r.more)
-		r.more = nil
-	}
-}
-
-// waitFor waits until n messages arrived (datagrams sit in the socket's
-// queue until read), or 10s.
-func (r *receiver) waitFor(n int) {
-	timeout := time.After(10 * time.Second)
-	for {
-		r.mu.Lock()
-		if len(r.msgs) >= n {
-			r.mu.Unlock()
-			return
-		}
-		r.more = make(chan struct{})
-		more := r.more
-		r.mu.Unlock()
-		select {
-		case <-more:
-		case <-timeout:
-			return
-		}
-	}
-}
-
-func (r *receiver) messages() [][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([][]byte(nil), r.msgs...)
-}
-
-func serveStream(t *testing.T, ln net.Listener) *receiver {
-	r := &receiver{ln: ln}
-	r.done.Add(1)
-	go func() {
-		defer r.done.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.done.Add(1)
-			go func() {
-				defer r.done.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					lenText, err := br.ReadString(' ')
-					if err != nil {
-						return // EOF: the sender is done; closing confirms
-					}
-					n, err := strconv.Atoi(lenText[:len(lenText)-1])
-					if err != nil {
-						t.Errorf("bad frame length %q", lenText)
-						return
-					}
-					m := make([]byte, n)
-					if _, err := io.ReadFull(br, m); err != nil {
-						t.Errorf("short frame: %v", err)
-						return
-					}
-					r.add(m)
-				}
-			}()
-		}
-	}()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func serveDatagram(t *testing.T, pc net.PacketConn) *receiver {
-	r := &receiver{pc: pc}
-	r.done.Add(1)
-	go func() {
-		defer r.done.Done()
-		buf := make([]byte, 64<<10)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			r.add(append([]byte(nil), buf[:n]...))
-		}
-	}()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *receiver) stop() {
-	if r.ln != nil {
-		r.ln.Close()
-	}
-	if r.pc != nil {
-		r.pc.Close()
-	}
-	r.done.Wait()
-}
 
 type counts struct {
 	mu              sync.Mutex
@@ -154,6 +38,13 @@ func (c *counts) AuditShipFailed(p int, err error) {
 }
 
 var testFormat = SyslogFormat{AppName: "gitlab-okta-executor", Hostname: "ci-1.example.com", Facility: Facilities["authpriv"]}
+
+// tcpShipper is a receiver on loopback TCP, a chain and its shipper.
+func tcpShipper(t *testing.T) (*syslogtest.Receiver, *Chain, *Shipper, *counts) {
+	r := syslogtest.ListenTCP(t)
+	c, s, obs := shipper(t, &Destination{Scheme: "tcp", Address: r.Addr()})
+	return r, c, s, obs
+}
 
 // shipper returns a chain and a shipper of its file to dest.
 func shipper(t *testing.T, dest *Destination) (*Chain, *Shipper, *counts) {
@@ -175,9 +66,12 @@ func appendEvents(t *testing.T, c *Chain, from, to int) {
 
 // wantSeqs checks that the receiver holds exactly the chain lines of the
 // given seqs, in order, each as an RFC 5424 message carrying the line.
-func wantSeqs(t *testing.T, r *receiver, lines [][]byte, seqs ...uint64) {
+func wantSeqs(t *testing.T, r *syslogtest.Receiver, lines [][]byte, seqs ...uint64) {
 	t.Helper()
-	got := r.messages()
+	if err := r.Err(); err != nil {
+		t.Errorf("receiver: %v", err)
+	}
+	got := r.Messages()
 	if len(got) != len(seqs) {
 		t.Fatalf("receiver has %d messages, want %d (seqs %v)", len(got), len(seqs), seqs)
 	}
@@ -207,8 +101,8 @@ func TestShipDelivers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := serveDatagram(t, pc)
-		testDelivery(t, r, &Destination{Scheme: "unix", Address: path}, func() { r.waitFor(5); r.stop() })
+		r := syslogtest.ServeDatagram(pc)
+		testDelivery(t, r, &Destination{Scheme: "unix", Address: path}, func() { r.WaitFor(5, 10*time.Second); r.Stop() })
 	})
 	t.Run("unix stream", func(t *testing.T) {
 		path := sock("log")
@@ -216,16 +110,12 @@ func TestShipDelivers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := serveStream(t, ln)
-		testDelivery(t, r, &Destination{Scheme: "unix", Address: path}, r.stop)
+		r := syslogtest.Serve(ln)
+		testDelivery(t, r, &Destination{Scheme: "unix", Address: path}, r.Stop)
 	})
 	t.Run("tcp", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := serveStream(t, ln)
-		testDelivery(t, r, &Destination{Scheme: "tcp", Address: ln.Addr().String()}, r.stop)
+		r := syslogtest.ListenTCP(t)
+		testDelivery(t, r, &Destination{Scheme: "tcp", Address: r.Addr()}, r.Stop)
 	})
 	t.Run("tls", func(t *testing.T) {
 		serverConf, clientConf := testTLS(t)
@@ -233,8 +123,9 @@ func TestShipDelivers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := serveStream(t, ln)
-		testDelivery(t, r, &Destination{Scheme: "tls", Address: ln.Addr().String(), TLS: clientConf}, r.stop)
+		r := syslogtest.Serve(ln)
+		t.Cleanup(r.Stop)
+		testDelivery(t, r, &Destination{Scheme: "tls", Address: ln.Addr().String(), TLS: clientConf}, r.Stop)
 	})
 	t.Run("tls with an unknown CA", func(t *testing.T) {
 		serverConf, _ := testTLS(t)
@@ -243,22 +134,23 @@ func TestShipDelivers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := serveStream(t, ln)
+		r := syslogtest.Serve(ln)
+		t.Cleanup(r.Stop)
 		c, s, obs := shipper(t, &Destination{Scheme: "tls", Address: ln.Addr().String(), TLS: otherClient})
 		appendEvents(t, c, 1, 2)
 		var ue x509.UnknownAuthorityError
 		if err := s.Ship(context.Background()); !errors.As(err, &ue) {
 			t.Errorf("Ship to a server of another CA: %v", err)
 		}
-		if len(r.messages()) != 0 || obs.failed != 2 || obs.shipped != 0 {
-			t.Errorf("received %d, counted %+v", len(r.messages()), obs)
+		if len(r.Messages()) != 0 || obs.failed != 2 || obs.shipped != 0 {
+			t.Errorf("received %d, counted %+v", len(r.Messages()), obs)
 		}
 	})
 }
 
 // testDelivery ships 3 events, then 2 more from a new Shipper (a
 // restarted process) over the same cursor: the receiver has each once.
-func testDelivery(t *testing.T, r *receiver, dest *Destination, stop func()) {
+func testDelivery(t *testing.T, r *syslogtest.Receiver, dest *Destination, stop func()) {
 	c, s, obs := shipper(t, dest)
 	appendEvents(t, c, 1, 3)
 	if err := s.Ship(context.Background()); err != nil {
@@ -314,7 +206,8 @@ func TestShipListenerDownThenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := serveStream(t, ln)
+	r := syslogtest.Serve(ln)
+	t.Cleanup(r.Stop)
 	now = now.Add(31 * time.Second)
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
@@ -323,7 +216,7 @@ func TestShipListenerDownThenUp(t *testing.T) {
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
+	r.Stop()
 	wantSeqs(t, r, fileLines(t, c.Path), 1, 2, 3, 4)
 	if obs.shipped != 4 {
 		t.Errorf("counted %+v, want 4 shipped", obs)
@@ -333,12 +226,7 @@ func TestShipListenerDownThenUp(t *testing.T) {
 // TestShipAcrossRotation: lines left in the rotated file go first, then
 // the new file's.
 func TestShipAcrossRotation(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := serveStream(t, ln)
-	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	r, c, s, _ := tcpShipper(t)
 	appendEvents(t, c, 1, 2)
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
@@ -351,7 +239,7 @@ func TestShipAcrossRotation(t *testing.T) {
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
+	r.Stop()
 	lines := append(fileLines(t, c.Path+".1"), fileLines(t, c.Path)...)
 	var nonEmpty [][]byte
 	for _, l := range lines {
@@ -365,12 +253,7 @@ func TestShipAcrossRotation(t *testing.T) {
 // TestShipLeavesTheRoundToTheLockHolder: with another process shipping,
 // Ship returns at once and sends nothing; the holder sends it.
 func TestShipLeavesTheRoundToTheLockHolder(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := serveStream(t, ln)
-	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	r, c, s, _ := tcpShipper(t)
 	appendEvents(t, c, 1, 1)
 	if err := os.MkdirAll(filepath.Dir(s.CursorFile), 0o700); err != nil {
 		t.Fatal(err)
@@ -382,14 +265,14 @@ func TestShipLeavesTheRoundToTheLockHolder(t *testing.T) {
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(r.messages()); n != 0 {
+	if n := len(r.Messages()); n != 0 {
 		t.Errorf("shipped %d while another process held the lock", n)
 	}
 	held.Close()
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
+	r.Stop()
 	wantSeqs(t, r, fileLines(t, c.Path), 1)
 }
 
@@ -456,12 +339,7 @@ func testTLS(t *testing.T) (*tls.Config, *tls.Config) {
 // TestShipAfterATornCursor: a cursor that does not parse restarts from
 // the file's start: lines may arrive twice, none is lost.
 func TestShipAfterATornCursor(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := serveStream(t, ln)
-	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	r, c, s, _ := tcpShipper(t)
 	appendEvents(t, c, 1, 2)
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
@@ -473,19 +351,14 @@ func TestShipAfterATornCursor(t *testing.T) {
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
+	r.Stop()
 	wantSeqs(t, r, fileLines(t, c.Path), 1, 2, 1, 2, 3)
 }
 
 // TestShipAfterCopytruncate: the file truncated in place and written past
 // the old offset again is shipped from its start, not from the middle.
 func TestShipAfterCopytruncate(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := serveStream(t, ln)
-	c, s, _ := shipper(t, &Destination{Scheme: "tcp", Address: ln.Addr().String()})
+	r, c, s, _ := tcpShipper(t)
 	appendEvents(t, c, 1, 2)
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
@@ -497,14 +370,8 @@ func TestShipAfterCopytruncate(t *testing.T) {
 	if err := s.Ship(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
-	var seqs []string
-	for _, m := range r.messages() {
-		_, rest, _ := bytes.Cut(m, []byte(`sequenceId="`))
-		seq, _, _ := bytes.Cut(rest, []byte(`"`))
-		seqs = append(seqs, string(seq))
-	}
-	if got := strings.Join(seqs, " "); got != "1 2 3 4 5 6" {
+	r.Stop()
+	if got := syslogtest.SequenceIDs(r.Messages()); got != "1 2 3 4 5 6" {
 		t.Errorf("received seqs %s, want 1 2 3 4 5 6", got)
 	}
 }

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog/syslogtest"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
@@ -104,93 +101,44 @@ func TestAuditVerifyCommand(t *testing.T) {
 // events recorded while the receiver is down wait, and `audit ship` sends
 // them once it is back.
 func TestAuditShipFromStagesAndCommand(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	rcv := serveSyslog(ln)
+	rcv := syslogtest.ListenTCP(t)
+	addr := rcv.Addr()
 	file, _ := auditSettings(t, fmt.Sprintf("[audit.syslog]\naddress = \"tcp://%s\"\nhostname = \"ci-1\"\n", addr))
 	record(t, file, 1, 2)
-	rcv.stop()
-	if got := rcv.seqs(); got != "1 2" {
+	rcv.Stop()
+	if got := shippedSeqs(t, rcv); got != "1 2" {
 		t.Errorf("shipped at record: seqs %q, want 1 2", got)
 	}
 
 	record(t, file, 3, 4) // receiver down: recorded, not shipped, no error
-	ln, err = net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv = serveSyslog(ln)
+	rcv = syslogtest.Serve(ln)
+	t.Cleanup(rcv.Stop)
 	code, out, errOut := runCmd("audit", "ship", "--settings", file)
-	rcv.stop()
+	rcv.Stop()
 	if code != 0 || out != "audit ship: 2 line(s) sent to tcp://"+addr+"\n" {
 		t.Errorf("audit ship: exit %d\n%s%s", code, out, errOut)
 	}
-	if got := rcv.seqs(); got != "3 4" {
+	if got := shippedSeqs(t, rcv); got != "3 4" {
 		t.Errorf("audit ship sent seqs %q, want 3 4", got)
 	}
 }
 
-// syslogServer collects the seqs of octet-counted RFC 5424 messages.
-type syslogServer struct {
-	ln   net.Listener
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	msgs []string
-}
-
-func serveSyslog(ln net.Listener) *syslogServer {
-	s := &syslogServer{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					n, err := r.ReadString(' ')
-					if err != nil {
-						return
-					}
-					size, _ := strconv.Atoi(strings.TrimSpace(n))
-					m := make([]byte, size)
-					if _, err := io.ReadFull(r, m); err != nil {
-						return
-					}
-					s.mu.Lock()
-					s.msgs = append(s.msgs, string(m))
-					s.mu.Unlock()
-				}
-			}()
-		}
-	}()
-	return s
-}
-
-func (s *syslogServer) stop() { s.ln.Close(); s.wg.Wait() }
-
-// seqs lists the sequenceIds received, space-separated.
-func (s *syslogServer) seqs() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, m := range s.msgs {
-		if !strings.HasPrefix(m, "<86>1 ") || !strings.Contains(m, " ci-1 gitlab-okta-executor - issued ") {
-			out = append(out, "bad:"+m)
-			continue
-		}
-		_, rest, _ := strings.Cut(m, `[meta sequenceId="`)
-		seq, _, _ := strings.Cut(rest, `"`)
-		out = append(out, seq)
+// shippedSeqs lists the sequenceIds received, after checking each
+// message's header.
+func shippedSeqs(t *testing.T, r *syslogtest.Receiver) string {
+	t.Helper()
+	if err := r.Err(); err != nil {
+		t.Errorf("receiver: %v", err)
 	}
-	return strings.Join(out, " ")
+	msgs := r.Messages()
+	for _, m := range msgs {
+		if !bytes.HasPrefix(m, []byte("<86>1 ")) || !bytes.Contains(m, []byte(" ci-1 gitlab-okta-executor - issued ")) {
+			t.Errorf("message %q", m)
+		}
+	}
+	return syslogtest.SequenceIDs(msgs)
 }

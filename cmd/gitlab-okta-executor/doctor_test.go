@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/docker/docker/client"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog/syslogtest"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
@@ -507,17 +507,13 @@ func TestDoctorGitLabFailures(t *testing.T) {
 // TestDoctorAuditSyslog: doctor connects to the syslog receiver of
 // [audit.syslog] and fails when nothing listens.
 func TestDoctorAuditSyslog(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcv := serveSyslog(ln)
-	addr := ln.Addr().String()
+	rcv := syslogtest.ListenTCP(t)
+	addr := rcv.Addr()
 	w := newDoctorWorld(t, identityenv.Options{})
 	w.rules += fmt.Sprintf("\n[audit.syslog]\naddress = \"tcp://%s\"\n", addr)
 	r := w.run()
 	r.want(t, "audit.syslog", preflight.Pass, "reached tcp://"+addr)
-	rcv.stop()
+	rcv.Stop()
 	r = w.run()
 	r.want(t, "audit.syslog", preflight.Fail, "cannot reach tcp://"+addr)
 	if r.code != 1 {
