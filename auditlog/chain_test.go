@@ -162,7 +162,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 			p, _ := parseLine(bytes.TrimSuffix(l[0], []byte("\n")))
 			l[1] = rehash(l[1], p.link, nil)
 			return l
-		}, 2, 2, "has a plain hash where a mac is expected"},
+		}, 2, 2, "has a plain hash after lines with a mac"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -399,5 +399,42 @@ func TestKeyNeverFormats(t *testing.T) {
 		if strings.Contains(got, "super") || strings.Contains(got, "73757065") {
 			t.Errorf("the key formats as %q", got)
 		}
+	}
+}
+
+// TestVerifyAcceptsAKeyAddedLater: plain-hash lines before the first mac
+// line are anchored by it; a file of plain lines alone is not accepted
+// with a key.
+func TestVerifyAcceptsAKeyAddedLater(t *testing.T) {
+	c := writeChain(t, 3, nil)
+	c.Key = testKey
+	for i := 4; i <= 5; i++ {
+		if _, err := c.Append(event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := ReadHead(c.HeadPath(), testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify([]string{c.Path}, VerifyOptions{Key: testKey, Head: &h})
+	if err != nil || !rep.Keyed || rep.BeforeKey != 3 || rep.LastSeq != 5 {
+		t.Errorf("key added later: %+v, %v", rep, err)
+	}
+	// An edit of a plain line is caught by the next line's prev...
+	lines := fileLines(t, c.Path)
+	p, _ := parseLine(bytes.TrimSuffix(lines[0], []byte("\n")))
+	q, _ := parseLine(bytes.TrimSuffix(lines[1], []byte("\n")))
+	forged, _ := sealLine(append(bytes.Replace(q.body[:bytes.LastIndex(q.body, []byte(`,"seq":`))], []byte(`"job_id":2`), []byte(`"job_id":7`), 1), '}'), Link{Seq: 1, Hash: p.link}, nil)
+	edited := append([][]byte{lines[0], forged}, lines[2:]...)
+	writeLines(t, c.Path, edited)
+	var be *BrokenError
+	if _, err := Verify([]string{c.Path}, VerifyOptions{Key: testKey}); !errors.As(err, &be) || be.Line != 3 || !strings.Contains(be.Problem, "prev does not match") {
+		t.Errorf("edited plain line: %v", err)
+	}
+	// ...and plain lines alone prove nothing under a key.
+	writeLines(t, c.Path, lines[:3])
+	if _, err := Verify([]string{c.Path}, VerifyOptions{Key: testKey}); !errors.As(err, &be) || be.Line != 3 || !strings.Contains(be.Problem, "no line carries a mac") {
+		t.Errorf("plain lines only: %v", err)
 	}
 }

@@ -61,7 +61,10 @@ type Report struct {
 	// FirstSeq and LastSeq bound the chained lines; FirstSeq > 1 means the
 	// files continue an earlier one not given.
 	FirstSeq, LastSeq uint64
-	Keyed             bool
+	// Keyed: the lines carry macs. BeforeKey counts plain-hash lines
+	// before the first mac line (written before the key was set).
+	Keyed     bool
+	BeforeKey int
 }
 
 // Verify checks that files, oldest first (audit.log.2 audit.log.1
@@ -77,6 +80,11 @@ func Verify(files []string, opt VerifyOptions) (Report, error) {
 		}
 	}
 	v.rep.Files = len(files)
+	if opt.Key != nil && !v.rep.Keyed && v.rep.BeforeKey > 0 {
+		// Nothing anchors plain hashes: anyone could have written them.
+		return v.rep, &BrokenError{File: v.lastFile, Line: v.lastLine, Seq: v.rep.LastSeq,
+			Problem: "no line carries a mac although a key was given: the lines were written without the key, or forged (verify files from before the key without it)"}
+	}
 	if opt.Head != nil {
 		if err := v.checkHead(); err != nil {
 			return v.rep, err
@@ -142,18 +150,22 @@ func (v *verifier) line(index int, name string, n int, line []byte) error {
 		}
 		return broken(0, "has no chain fields (seq, prev, hash or mac): it was edited or inserted")
 	}
+	// With a key, plain-hash lines may precede the first mac line (the
+	// key was added later): that line's mac covers their last link, which
+	// covers the rest by SHA-256. After a mac line a plain one is forged.
+	key, what := Key(nil), "hash"
 	switch {
 	case p.keyed && v.opt.Key == nil:
 		return &KeyNeededError{File: name, Line: n}
-	case !p.keyed && v.opt.Key != nil:
-		return broken(p.seq, "has a plain hash where a mac is expected: it was written without the key, or forged")
-	}
-	what := "hash"
-	if p.keyed {
-		what = "mac"
+	case p.keyed:
+		key, what = v.opt.Key, "mac"
 		v.rep.Keyed = true
+	case v.opt.Key != nil && v.rep.Keyed:
+		return broken(p.seq, "has a plain hash after lines with a mac: it was written without the key, or forged")
+	case v.opt.Key != nil:
+		v.rep.BeforeKey++
 	}
-	if seal(v.opt.Key, p.body) != p.link {
+	if seal(key, p.body) != p.link {
 		return broken(p.seq, "the content does not match its %s: the line was edited", what)
 	}
 	if v.started {

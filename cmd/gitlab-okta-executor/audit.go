@@ -145,6 +145,9 @@ func runAuditVerify(stdout io.Writer, settingsPath, keyFile string, files []stri
 	if rep.Unchained > 0 {
 		fmt.Fprintf(stdout, "  %d line(s) before the first chained one predate the chain: not verified\n", rep.Unchained)
 	}
+	if rep.BeforeKey > 0 {
+		fmt.Fprintf(stdout, "  the first %d chained line(s) predate the key: plain hashes, anchored by the first mac line\n", rep.BeforeKey)
+	}
 	if rep.FirstSeq > 1 {
 		fmt.Fprintf(stdout, "  starts at seq %d: it continues an earlier file not given\n", rep.FirstSeq)
 	}
