@@ -53,6 +53,8 @@ type Settings struct {
 	Identity IdentitySettings `toml:"okta"`
 	GitLab   GitLabSettings   `toml:"gitlab"`
 	Policy   identity.Policy  `toml:"policy"`
+	// Audit: the audit log's hash chain and syslog shipping (settings_audit.go).
+	Audit AuditSettings `toml:"audit"`
 
 	// path is where the settings were loaded from, for messages.
 	path string
@@ -177,6 +179,7 @@ func (s *Settings) applyDefaults() {
 	}
 	s.Identity.applyDefaults()
 	s.Identity.RateLimit.applyDefaults()
+	s.Audit.applyDefaults(s.StateDir)
 	// GitLab's ID tokens name the instance without a trailing slash and
 	// the verifier compares iss exactly.
 	s.GitLab.URL = strings.TrimRight(s.GitLab.URL, "/")
@@ -290,6 +293,7 @@ func (s *Settings) resolve() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, s.Identity.RateLimit.validate())
+	errs = append(errs, s.Audit.validate(s.Identity.AuditLog))
 	return errors.Join(errs...)
 }
 

@@ -1,14 +1,14 @@
 package identity
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog"
 )
 
 // Audit event kinds.
@@ -69,9 +69,10 @@ type AuditEvent struct {
 	RequestedScopes []string `json:"requested_scopes,omitempty"`
 }
 
-// AuditLog appends events as JSON lines to Path and mirrors them to Logger.
-// Several processes may append to one file: each event is one write to a
-// file opened with O_APPEND.
+// AuditLog appends events as hash-chained JSON lines to Path
+// (auditlog.Chain: seq, prev and hash or mac after the event's fields) and
+// mirrors them to Logger. Several processes may append to one file: the
+// chain's lock orders them.
 type AuditLog struct {
 	// Path is the JSON-lines file; "" logs to Logger only.
 	Path string
@@ -79,6 +80,22 @@ type AuditLog struct {
 	Logger hclog.Logger
 	// Clock stamps events whose Time is zero; defaults to time.Now.
 	Clock func() time.Time
+	// ChainHead records the chain's last link (under the state directory),
+	// so that a file created after rotation continues the chain. "" keeps
+	// it beside Path.
+	ChainHead string
+	// Key, when set, makes every link an HMAC-SHA256.
+	Key auditlog.Key
+	// Shipper, when set, runs after each event is written: it sends the
+	// file's new lines off the host. Its failures are logged, never
+	// Record's error.
+	Shipper AuditShipper
+}
+
+// AuditShipper sends the audit file's unsent lines somewhere else
+// (auditlog.Shipper: syslog).
+type AuditShipper interface {
+	Ship(ctx context.Context) error
 }
 
 // Record appends e as one JSON line. The file is created 0600 (its
@@ -108,30 +125,14 @@ func (a *AuditLog) Record(e AuditEvent) error {
 	if err != nil {
 		return fmt.Errorf("encoding audit event: %w", err)
 	}
-	line = append(line, '\n')
-	if err := os.MkdirAll(filepath.Dir(a.Path), 0o700); err != nil {
-		return fmt.Errorf("creating audit log directory: %w", err)
+	chain := &auditlog.Chain{Path: a.Path, HeadFile: a.ChainHead, Key: a.Key}
+	if _, err := chain.Append(line); err != nil {
+		return err
 	}
-	f, err := os.OpenFile(a.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening audit log: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("checking audit log %s: %w", a.Path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("audit log %s is not a regular file", a.Path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("audit log %s has mode %04o: group or others can access it; chmod 600 it", a.Path, perm)
-	}
-	if _, err := f.Write(line); err != nil {
-		return fmt.Errorf("writing audit log %s: %w", a.Path, err)
-	}
-	if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("closing audit log %s: %w", a.Path, err)
+	if a.Shipper != nil {
+		if err := a.Shipper.Ship(context.Background()); err != nil && a.Logger != nil {
+			a.Logger.Warn("shipping audit events failed; they stay queued in the audit log", "error", err)
+		}
 	}
 	return nil
 }

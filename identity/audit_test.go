@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -185,6 +187,9 @@ func TestAuditConcurrentRecordsAreWholeLines(t *testing.T) {
 	}
 	if len(seen) != writers*each {
 		t.Errorf("read %d distinct events, want %d", len(seen), writers*each)
+	}
+	if rep, err := auditlog.Verify([]string{path}, auditlog.VerifyOptions{}); err != nil || rep.LastSeq != writers*each {
+		t.Errorf("the lines are not one chain: %+v, %v", rep, err)
 	}
 }
 

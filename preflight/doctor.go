@@ -110,6 +110,9 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	s := d.Settings
 	if s.Identity.Enabled() {
 		add(d.checkAuditLog())
+		if s.Audit.SyslogDestination() != nil {
+			add(d.checkAuditSyslog(ctx))
+		}
 		add(d.checkKey("okta.private_key_file", s.Identity.PrivateKeyFile, s.Identity.KeyID, s.Identity.KeyAlgorithm, s.Identity.PrivateKeyPEM()))
 		if dp := s.Identity.DPoP; dp.ClientID != "" {
 			add(d.checkKey("okta.dpop.private_key_file", dp.PrivateKeyFile, dp.KeyID, "", dp.PrivateKeyPEM()))

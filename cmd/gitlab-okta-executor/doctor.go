@@ -10,7 +10,6 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor/docker"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 )
 
@@ -74,7 +73,7 @@ func runDoctor(ctx context.Context, stdout io.Writer, path string, asJSON bool) 
 				return fmt.Errorf("doctor: the app manager %T cannot read policies", m.Apps)
 			}
 		}
-		d.Audit = &identity.AuditLog{Path: s.Identity.AuditLog}
+		d.Audit = newAuditLog(s, nil, nil)
 	}
 	return print(append(results, d.Run(ctx)...))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/docker/client"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog/syslogtest"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
@@ -501,4 +502,21 @@ func TestDoctorGitLabFailures(t *testing.T) {
 		r := w.run()
 		r.want(t, "gitlab.jwks", preflight.Fail, "HTTP 500")
 	})
+}
+
+// TestDoctorAuditSyslog: doctor connects to the syslog receiver of
+// [audit.syslog] and fails when nothing listens.
+func TestDoctorAuditSyslog(t *testing.T) {
+	rcv := syslogtest.ListenTCP(t)
+	addr := rcv.Addr()
+	w := newDoctorWorld(t, identityenv.Options{})
+	w.rules += fmt.Sprintf("\n[audit.syslog]\naddress = \"tcp://%s\"\n", addr)
+	r := w.run()
+	r.want(t, "audit.syslog", preflight.Pass, "reached tcp://"+addr)
+	rcv.Stop()
+	r = w.run()
+	r.want(t, "audit.syslog", preflight.Fail, "cannot reach tcp://"+addr)
+	if r.code != 1 {
+		t.Errorf("exit %d with the receiver down, want 1", r.code)
+	}
 }

@@ -54,7 +54,8 @@ with --strict), 2 the command could not run.
 	"doctor": `usage: gitlab-okta-executor doctor [--settings FILE] [--json]
 
 Live preflight of everything the settings name: the Docker engine, the
-runner binary, the state directory and audit log, the signing keys, every
+runner binary, the state directory and audit log (and its syslog
+receiver, connected to without sending), the signing keys, every
 authorization server the policy uses (its metadata: discovered endpoints,
 or for Okta URLs the fixed {issuer}/v1/... layout; a real token per rule,
 minted and revoked at once, audited as "doctor"), DPoP and app mode, and GitLab's
@@ -88,6 +89,29 @@ command could not run (for instance an invalid settings file: run check).
       warning), scopes leaking to unprotected refs, a gitlab.audience that
       does not single out this executor; each with its line. Exit status 1
       when there is a finding.
+`,
+	"audit": `usage: gitlab-okta-executor audit <verify|ship> [flags]
+
+  audit verify [--settings FILE] [--key-file KEY] [FILE...]
+      Checks the audit log's hash chain: every line's hash (or HMAC) matches
+      its content, seq counts up by one and prev links each line to the one
+      before, across rotated files given oldest first (audit.log.2.gz
+      audit.log.1 audit.log; .gz is read as gzip). With --settings and the live audit log (the
+      default file), its end must also match the chain head, so a removed
+      tail shows. Prints the first broken, missing or reordered line:
+
+        FILE:LINE: seq N: what is wrong
+
+      Exit status: 0 intact, 1 broken, 2 the command could not run (for
+      instance HMAC'd lines and no key).
+
+      --settings FILE   the settings: audit log, chain head, audit.hmac_key_file
+      --key-file KEY    the HMAC key (0600), instead of the settings' one
+
+  audit ship [--settings FILE]
+      Sends every audit line the syslog receiver ([audit.syslog]) has not
+      confirmed yet, now: after the receiver was down, or from a timer on
+      a host that runs few jobs. Stages ship on their own after each event.
 `,
 	"dpop-proof": `usage: gitlab-okta-executor dpop-proof --url URL [--method GET] [--nonce N] [--key-file F] [--token-file F]
 

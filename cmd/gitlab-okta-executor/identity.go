@@ -64,7 +64,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	m := &broker.Broker{
 		DPoPProvider: dpopProvider, Store: store,
 		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
-		Audit: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")},
+		Audit: newAuditLog(s, log, nil),
 	}
 	if s.UsesAppMode() {
 		apps, err := okta.NewAppManager(ctx, okta.AppManagerConfig{

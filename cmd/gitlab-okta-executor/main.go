@@ -43,6 +43,7 @@ for the runner admin:
   doctor     check live that Docker, Okta and GitLab answer as the settings assume
   policy     explain a job's decision, run policy tests, lint the policy
   reap       remove containers and credentials of jobs that are gone
+  audit      verify the audit log's hash chain; ship it to syslog now
 
 inside jobs:
   dpop-proof print a DPoP proof for a request (dpop-mode jobs)
@@ -118,6 +119,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	switch cmd {
 	case "check", "doctor", "policy":
 		return dispatchPreflight(ctx, cmd, args, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

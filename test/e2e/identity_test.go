@@ -1215,17 +1215,18 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	if len(reaped) != 1 || reaped[0]["outcome"] != "ok" || fmt.Sprint(reaped[0]["token_jti"]) != jti {
 		t.Errorf("reaped audit events %v, want one ok with the jti", reaped)
 	}
-	// Nothing of the job may stay in the state dir: the audit log, the
-	// GitLab key and authorization-server metadata caches, the
-	// runner-version cache, the settings-warning markers and the host's
-	// Okta rate-limit budget are the runner's, everything else is the
-	// job's.
+	// Nothing of the job may stay in the state dir: the audit log and its
+	// chain head, the GitLab key and authorization-server metadata caches,
+	// the runner-version cache, the settings-warning markers and the
+	// host's Okta rate-limit budget are the runner's, everything else is
+	// the job's.
 	_ = filepath.WalkDir(w.stateDir, func(p string, d os.DirEntry, err error) error {
 		rel, _ := filepath.Rel(w.stateDir, p)
 		switch {
 		case err != nil || d.IsDir() || rel == "audit.log" || rel == "runner-version.json" ||
 			strings.HasPrefix(rel, "jwks"+string(filepath.Separator)) || strings.HasPrefix(rel, "warned"+string(filepath.Separator)) ||
-			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)) || strings.HasPrefix(rel, "okta-budget"+string(filepath.Separator)):
+			strings.HasPrefix(rel, "discovery"+string(filepath.Separator)) || strings.HasPrefix(rel, "okta-budget"+string(filepath.Separator)) ||
+			strings.HasPrefix(rel, "audit"+string(filepath.Separator)):
 		default:
 			t.Errorf("the reaped job left %s in the state dir", rel)
 		}
@@ -1369,6 +1370,12 @@ func TestIdentityAuditLog(t *testing.T) {
 	}
 	if len(evs) != 2 {
 		t.Errorf("%d audit events, want issued and revoked only", len(evs))
+	}
+	// The stages chained their lines: verify finds them intact up to the
+	// recorded chain head.
+	if out, err := w.executor("audit", "verify"); err != nil || !strings.Contains(out, "audit verify: ok: 2 lines in 1 file(s), seq 1 to 2") ||
+		!strings.Contains(out, "its end matches the chain head") {
+		t.Errorf("audit verify: %v\n%s", err, out)
 	}
 }
 

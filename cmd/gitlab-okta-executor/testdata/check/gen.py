@@ -143,6 +143,20 @@ open("broken-credential-duplicate.toml", "w").write("# Two credentials whose nam
 s = credbase()
 open("valid-credentials.toml", "w").write("# A valid rule with two named credentials: check prints no problem and no warning.\n" + render(s) +
     '[[policy.rules.credentials]]\nname = "artifacts"\nauthorization_server = "aus_artifacts_1"\nscopes = ["artifacts:read"]\nlifetime = "10m"\nsteps = ["step_script"]\nrotate = "each_step"\n')
+# [audit] cases: each a list of keys set together, the last one wrong.
+audit_cases = [
+    ("audit-hmac_key_file", [("audit", "hmac_key_file", '"@KEYDIR@/okta-key-0644.pem"')]),
+    ("audit-chain_head", [("audit", "chain_head", '"chain-head.json"')]),
+    ("audit-syslog-address", [("audit.syslog", "address", '"udp://siem.example.com:514"')]),
+    ("audit-syslog-facility", [("audit.syslog", "address", '"tcp://siem.example.com:601"'), ("audit.syslog", "facility", '"kern"')]),
+    ("audit-syslog-ca_file", [("audit.syslog", "address", '"tcp://siem.example.com:601"'), ("audit.syslog", "ca_file", '"@KEYDIR@/okta-key.pem"')]),
+]
+for name, keys in audit_cases:
+    s = base()
+    for sec, key, val in keys:
+        setkey(s, sec, key, val)
+    sec, key, _ = keys[-1]
+    open(f"broken-{name}.toml", "w").write(f"# {sec}.{key} is wrong; the rest is valid.\n" + render(s))
 
 s = base()
 open("valid.toml", "w").write("# A valid settings file: check prints no problem and no warning.\n" + render(s))
