@@ -11,12 +11,20 @@ import (
 // Write replaces name with data atomically. The file is 0600: everything
 // this executor persists (state, ledgers, key caches) is private.
 func Write(name string, data []byte) error {
+	return WriteMode(name, data, 0o600)
+}
+
+// WriteMode is Write with another mode, for the few files meant for other
+// users (the metrics file node_exporter reads). The temp file's name
+// starts with a dot and does not end like name, so a collector that reads
+// every *.prom file of the directory never sees it.
+func WriteMode(name string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		return err
 	}
