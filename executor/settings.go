@@ -44,6 +44,8 @@ type Settings struct {
 	// ReapGrace is added to a job's timeout before the reaper considers
 	// its containers and credentials orphaned.
 	ReapGrace Duration `toml:"reap_grace"`
+	// MetricsSettings: metrics_file (settings_metrics.go).
+	MetricsSettings
 
 	Docker DockerSettings `toml:"docker"`
 
@@ -266,6 +268,7 @@ func (s *Settings) Validate() error {
 	if err := s.validateIdentity(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, s.MetricsSettings.validate())
 	return errors.Join(errs...)
 }
 

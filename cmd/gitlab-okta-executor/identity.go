@@ -13,11 +13,13 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 )
 
 // newIdentity wires the Okta identity when the settings configure one; it
-// returns nils when they don't.
-func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger) (executor.Identity, executor.NewMasker, error) {
+// returns nils when they don't. rec (nil for none) counts the audit events,
+// every request to Okta and the app manager's rate-limit waits.
+func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger, rec *metrics.Recorder) (executor.Identity, executor.NewMasker, error) {
 	if !s.Identity.Enabled() {
 		return nil, nil, nil
 	}
@@ -26,15 +28,19 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
 	httpClient := executor.NewHTTPClient(s)
+	// Okta's requests are timed and counted below every retry; GitLab's
+	// key fetches keep the plain client.
+	oktaHTTP := *httpClient
+	oktaHTTP.Transport = &metrics.Transport{Base: httpClient.Transport, Metrics: rec}
 	// One resolver for every client, so the stage's apps share one
 	// metadata fetch (and the disk cache shares it across stages).
 	var endpoints okta.EndpointResolver = okta.OktaLayout{}
 	if s.Identity.UsesDiscovery() {
-		endpoints = &okta.Discovery{HTTPClient: httpClient, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
+		endpoints = &okta.Discovery{HTTPClient: &oktaHTTP, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
 	}
 	newClient := func(clientID string, key crypto.Signer, keyID, name string) (*okta.Client, error) {
 		return okta.New(okta.Config{
-			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named(name),
+			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: &oktaHTTP, Logger: log.Named(name),
 			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience,
 		})
 	}
@@ -55,14 +61,15 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	m := &executor.IdentityManager{
 		DPoPProvider: dpopProvider, Store: store,
 		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
-		Audit: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")},
+		Audit: &metrics.CountingAudit{Next: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")}, Metrics: rec},
 	}
 	if s.UsesAppMode() {
 		apps, err := okta.NewAppManager(ctx, okta.AppManagerConfig{
 			OrgURL: s.Identity.OrgBase(), ClientID: s.Identity.ClientID, Key: key, KeyID: s.Identity.KeyID,
-			HTTPClient: httpClient, Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
+			HTTPClient: &oktaHTTP, Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
 			RunnerID: s.RunnerID, MaxRateLimitWait: s.Identity.Apps.MaxRateLimitWait.Duration,
-			OnRateLimit: func(_ string, wait time.Duration) {
+			OnRateLimit: func(path string, wait time.Duration) {
+				rec.ObserveWait(metrics.EndpointOf(path), wait)
 				fmt.Fprintf(jobLog, "Okta's app API rate limit is reached: waiting %s\n", wait.Round(time.Second))
 			},
 		})
