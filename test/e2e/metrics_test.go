@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics/metricstest"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
@@ -15,8 +16,9 @@ import (
 )
 
 // newMetricsWorld is an identity world whose settings name a metrics file
-// in a textfile-collector directory of its own.
-func newMetricsWorld(t *testing.T) (*idWorld, string) {
+// in a textfile-collector directory of its own; policy defaults to
+// standardPolicy.
+func newMetricsWorld(t *testing.T, env *identityenv.Env, policy string) (*idWorld, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "goe-e2e-textfile-")
 	if err != nil {
@@ -24,8 +26,13 @@ func newMetricsWorld(t *testing.T) (*idWorld, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	file := filepath.Join(dir, "gitlab-okta-executor.prom")
-	env := identityenv.Start(t, oktaLife)
-	w := newWorld(t, fmt.Sprintf("dev_mode = true\nmetrics_file = %q", file), "", env.SettingsTOML("")+standardPolicy)
+	if env == nil {
+		env = identityenv.Start(t, oktaLife)
+	}
+	if policy == "" {
+		policy = standardPolicy
+	}
+	w := newWorld(t, fmt.Sprintf("dev_mode = true\nmetrics_file = %q", file), "", env.SettingsTOML("")+policy)
 	return &idWorld{world: w, env: env}, file
 }
 
@@ -60,7 +67,7 @@ func wantMetric(t *testing.T, f metricstest.File, want float64, name string, lab
 // shows up as a live token past its job until the reaper takes it.
 func TestMetricsCountConcurrentJobsExactly(t *testing.T) {
 	t.Parallel()
-	w, file := newMetricsWorld(t)
+	w, file := newMetricsWorld(t, nil, "")
 	w.env.Okta.Inject(fakeokta.Fault{Path: "/v1/token", Status: http.StatusTooManyRequests})
 	const n = 5
 	results := w.runConcurrently(n+1, func(i int) harness.Job {
@@ -158,4 +165,52 @@ func TestMetricsCountConcurrentJobsExactly(t *testing.T) {
 	wantMetric(t, f, 0, "live_tokens")
 	wantMetric(t, f, 1, "stage_runs_total", "stage=reap", "result=ok")
 	w.assertAllRevoked()
+}
+
+// TestMetricsAppModeSlotsAndRateLimitWaits: a prepared app-mode job holds
+// a slot (the gauge says so until its cleanup), and a burst of app-mode
+// jobs against Okta's app rate limit shows its 429s and the waits for the
+// window to reset.
+func TestMetricsAppModeSlotsAndRateLimitWaits(t *testing.T) {
+	t.Parallel()
+	// One app call per 2-second window: each cleanup's deactivate and
+	// delete, milliseconds apart, meet a 429 (and three jobs need 9 calls).
+	env := identityenv.StartWith(t, identityenv.Options{Lifetime: time.Hour, RSA: true, AppMode: true,
+		AppRateLimit: 1, RateLimitWindow: 2 * time.Second})
+	w, file := newMetricsWorld(t, env, appRuleWith(env, 3, ""))
+	held := w.stage(t, harness.Job{Steps: script("true")})
+	held.config()
+	held.prepare()
+	f := readMetrics(t, file)
+	wantMetric(t, f, 1, "app_slots_in_use")
+	wantMetric(t, f, 3, "app_slots_max")
+	wantMetric(t, f, 1, "live_jobs")
+	wantMetric(t, f, 1, "live_tokens")
+	wantMetric(t, f, 0, "live_tokens_past_job", "reason=past_deadline")
+
+	results := w.runConcurrently(2, func(int) harness.Job {
+		return harness.Job{Steps: script(`test -s "$OKTA_ACCESS_TOKEN_FILE"`)}
+	})
+	for _, res := range results {
+		wantOutcome(t, res, harness.Success)
+	}
+	held.cleanup()
+	w.assertClean()
+	f = readMetrics(t, file)
+	wantMetric(t, f, 0, "app_slots_in_use")
+	wantMetric(t, f, 3, "tokens_issued_total", "rule=own-app", "outcome=ok")
+	wantMetric(t, f, 3, "tokens_revoked_total", "rule=own-app", "outcome=app_deleted")
+	limited := f.Value("gitlab_okta_executor_okta_rate_limited_total", "endpoint=apps")
+	if limited == 0 {
+		t.Fatal("no 429 from the app API: the burst did not exceed the fake's limit")
+	}
+	// Every 429 of the app API was waited out (none came near
+	// okta.apps.max_rate_limit_wait), and each wait was counted.
+	wantMetric(t, f, limited, "rate_limit_waits_total", "endpoint=apps")
+	if secs := f.Value("gitlab_okta_executor_rate_limit_wait_seconds_total", "endpoint=apps"); secs <= 0 {
+		t.Errorf("rate-limit wait seconds %v", secs)
+	}
+	if f.Value("gitlab_okta_executor_okta_requests_total", "endpoint=apps", "code=200") == 0 {
+		t.Error("no successful app API request counted")
+	}
 }
