@@ -489,3 +489,19 @@ func defNames() []string {
 type recorderFunc func(identity.AuditEvent) error
 
 func (f recorderFunc) Record(e identity.AuditEvent) error { return f(e) }
+
+// BenchmarkFlush is what metrics_file adds to every executor process: a
+// lock, the totals read and rewritten, the file rendered and replaced.
+func BenchmarkFlush(b *testing.B) {
+	dir := b.TempDir()
+	w := &metrics.Writer{Dir: filepath.Join(dir, "metrics"), File: filepath.Join(dir, "executor.prom")}
+	for i := 0; i < b.N; i++ {
+		r := metrics.New()
+		r.Add(metrics.TokensIssued, 1, "ci", "ok")
+		r.Observe(metrics.OktaDuration, 0.05, "token")
+		r.Add(metrics.StageRuns, 1, "run", "ok")
+		if err := w.Flush(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -45,7 +45,10 @@ type totalsFile struct {
 // holds an exclusive flock on Dir/lock from reading the totals to renaming
 // the file, so concurrent stage processes never lose an increment and an
 // older snapshot never replaces a newer one. On failure r keeps its counts
-// (a later Flush of the same process may add them).
+// (a later Flush of the same process may add them). Neither file is
+// fsynced: every stage process flushes, and a power loss costing a
+// counter reset (which Prometheus handles) is cheaper than two fsyncs per
+// process.
 func (w *Writer) Flush(r *Recorder) error {
 	if r == nil {
 		r = New()
@@ -75,7 +78,7 @@ func (w *Writer) Flush(r *Recorder) error {
 		r.putBack(deltas)
 		return fmt.Errorf("encoding metric totals: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(w.Dir, "totals.json"), b); err != nil {
+	if err := atomicfile.WriteWith(filepath.Join(w.Dir, "totals.json"), b, atomicfile.Options{NoSync: true}); err != nil {
 		r.putBack(deltas)
 		return fmt.Errorf("saving metric totals: %w", err)
 	}
@@ -89,7 +92,7 @@ func (w *Writer) Flush(r *Recorder) error {
 	}
 	gauges = append(gauges, Sample{Def: LastWrite, Value: float64(now().UnixNano()) / 1e9})
 	text := render(totals, gauges)
-	if err := atomicfile.WriteMode(w.File, text, FileMode); err != nil {
+	if err := atomicfile.WriteWith(w.File, text, atomicfile.Options{Perm: FileMode, NoSync: true}); err != nil {
 		return errors.Join(rerr, fmt.Errorf("writing metrics file %s: %w", w.File, err))
 	}
 	return rerr

@@ -11,14 +11,29 @@ import (
 // Write replaces name with data atomically. The file is 0600: everything
 // this executor persists (state, ledgers, key caches) is private.
 func Write(name string, data []byte) error {
-	return WriteMode(name, data, 0o600)
+	return WriteWith(name, data, Options{})
 }
 
-// WriteMode is Write with another mode, for the few files meant for other
-// users (the metrics file node_exporter reads). The temp file's name
-// starts with a dot and does not end like name, so a collector that reads
-// every *.prom file of the directory never sees it.
-func WriteMode(name string, data []byte, perm os.FileMode) error {
+// Options of WriteWith.
+type Options struct {
+	// Perm is the file's mode; 0 means 0600. Only files meant for other
+	// users (the metrics file node_exporter reads) are anything else.
+	Perm os.FileMode
+	// NoSync skips the fsync before the rename. Readers still see the old
+	// or the new file whole, but after a power loss the file may be empty
+	// or old: for data that may be lost (metrics), where the fsync would
+	// cost every stage process milliseconds.
+	NoSync bool
+}
+
+// WriteWith is Write with options. The temp file's name starts with a dot
+// and does not end like name, so a collector that reads every *.prom file
+// of the directory never sees it.
+func WriteWith(name string, data []byte, o Options) error {
+	perm := o.Perm
+	if perm == 0 {
+		perm = 0o600
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
 	if err != nil {
 		return err
@@ -32,9 +47,11 @@ func WriteMode(name string, data []byte, perm os.FileMode) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if !o.NoSync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
