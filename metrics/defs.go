@@ -58,8 +58,10 @@ var (
 		Help: "Token requests that failed for the runner's reasons, by policy rule and outcome: error, unconfirmed, runner_misconfigured (audit event issue_failed)."}
 	AuditEvents = &Def{Name: prefix + "audit_events_total", Kind: Counter, Labels: []string{"event"},
 		Help: "Audit events recorded, by event."}
+	AuditShipped = &Def{Name: prefix + "audit_shipped_total", Kind: Counter,
+		Help: "Audit lines shipped off the host (syslog)."}
 	AuditShipFailures = &Def{Name: prefix + "audit_ship_failures_total", Kind: Counter,
-		Help: "Audit events that could not be shipped off the host (syslog); the job went on and the local audit file has them."}
+		Help: "Rounds of shipping audit lines off the host (syslog) that failed; the job went on, and the local audit file keeps the lines for the next round."}
 	OktaRequests = &Def{Name: prefix + "okta_requests_total", Kind: Counter, Labels: []string{"endpoint", "code"},
 		Help: "HTTP requests to the authorization server and Okta's management API, by endpoint and HTTP status (error: no answer)."}
 	OktaRateLimited = &Def{Name: prefix + "okta_rate_limited_total", Kind: Counter, Labels: []string{"endpoint"},
@@ -98,7 +100,7 @@ var (
 
 // Defs lists every family in file order.
 var Defs = []*Def{
-	TokensIssued, TokensRefreshed, TokensRevoked, RevokeFailures, Denials, IssueFailures, AuditEvents, AuditShipFailures,
+	TokensIssued, TokensRefreshed, TokensRevoked, RevokeFailures, Denials, IssueFailures, AuditEvents, AuditShipped, AuditShipFailures,
 	OktaRequests, OktaRateLimited, OktaDuration, RateLimitWaits, RateLimitWaitSeconds,
 	ReapedJobs, ReapedContainers, ReapedNetworks, ReapedTokens, ReapedApps, StageRuns,
 	LiveJobs, LiveTokens, LiveTokensPastJob, AppSlotsInUse, AppSlotsMax, LastWrite,

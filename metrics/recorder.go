@@ -108,9 +108,14 @@ func (r *Recorder) ObserveWait(endpoint string, d time.Duration) {
 	r.Add(RateLimitWaitSeconds, d.Seconds(), endpoint)
 }
 
-// AuditShipFailed counts one audit event that could not be shipped off
-// the host: the hook for the audit shipper (syslog).
-func (r *Recorder) AuditShipFailed() { r.Add(AuditShipFailures, 1) }
+// AuditShipped counts audit lines the shipper (syslog) delivered. With
+// AuditShipFailed it is the audit shipper's observer interface
+// (auditlog.ShipObserver): pass the Recorder as its Observer.
+func (r *Recorder) AuditShipped(n int) { r.Add(AuditShipped, float64(n)) }
+
+// AuditShipFailed counts a shipping round that failed, its pending lines
+// left for the next round. The error is the shipper's to log.
+func (r *Recorder) AuditShipFailed(pending int, _ error) { r.Add(AuditShipFailures, 1) }
 
 // Reaped is what one reaper pass removed.
 type Reaped struct {
