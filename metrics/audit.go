@@ -16,6 +16,8 @@ type CountingAudit struct {
 	Metrics *Recorder
 }
 
+var _ AuditRecorder = (*CountingAudit)(nil)
+
 // Record implements AuditRecorder.
 func (a *CountingAudit) Record(e identity.AuditEvent) error {
 	a.Metrics.CountAuditEvent(e)

@@ -20,6 +20,8 @@ type Transport struct {
 	Now func() time.Time
 }
 
+var _ http.RoundTripper = (*Transport)(nil)
+
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base

@@ -11,6 +11,8 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 )
 
+var _ executor.AuditRecorder = (*metrics.CountingAudit)(nil)
+
 // newMetrics returns the recorder this process counts into and the flush
 // to run when its command has returned: it adds the counts to the host's
 // totals, counts the command by result and rewrites metrics_file. Without
