@@ -30,16 +30,15 @@ func MetricGauges(s *Settings, store StateStore, now time.Time) []metrics.Sample
 			}
 			jobs++
 			reason := pastJobReason(s, st, now)
-			if st.Identity == nil {
-				continue
-			}
-			for _, t := range st.Identity.Tokens {
-				if t.Revoked || !now.Before(t.ExpiresAt) {
-					continue
-				}
-				live++
-				if reason != "" {
-					past[reason]++
+			for _, c := range st.Credentials {
+				for _, t := range c.Tokens {
+					if t.Revoked || !now.Before(t.ExpiresAt) {
+						continue
+					}
+					live++
+					if reason != "" {
+						past[reason]++
+					}
 				}
 			}
 		}

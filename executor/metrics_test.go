@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 func TestMetricsFileSetting(t *testing.T) {
@@ -56,23 +57,25 @@ func TestMetricGaugesFindLiveTokensPastTheirJob(t *testing.T) {
 	e := newStageEnv(t, "", basicPayload)
 	e.settings.ReapGrace.Duration = time.Minute
 	now := e.now
-	tok := func(jti string, revoked bool, expires time.Time) executor.LedgerEntry {
-		return executor.LedgerEntry{Token: "tok-" + jti, JTI: jti, ExpiresAt: expires, Revoked: revoked}
+	tok := func(jti string, revoked bool, expires time.Time) identity.LedgerEntry {
+		return identity.LedgerEntry{Token: identity.LedgerSecret("tok-" + jti), JTI: jti, ExpiresAt: expires, Revoked: revoked}
 	}
 	live, later := now.Add(10*time.Minute), now.Add(20*time.Minute)
 	jobs := []*executor.JobState{
 		// Running, within its timeout: one live token, one replaced.
 		{JobID: 1, CreatedAt: now.Add(-time.Minute), Timeout: 600, Phase: executor.PhaseReady,
-			Identity: &executor.IdentityState{Tokens: []executor.LedgerEntry{tok("a", true, live), tok("b", false, later)}}},
+			Credentials: []*identity.Credential{{Tokens: []identity.LedgerEntry{tok("a", true, live), tok("b", false, later)}}}},
 		// Cleanup could not revoke: one live, one already expired.
 		{JobID: 2, CreatedAt: now.Add(-time.Minute), Timeout: 600, Phase: executor.PhaseFinished,
-			Identity: &executor.IdentityState{Tokens: []executor.LedgerEntry{tok("c", false, live), tok("d", false, now.Add(-time.Second))}}},
+			Credentials: []*identity.Credential{{Tokens: []identity.LedgerEntry{tok("c", false, live), tok("d", false, now.Add(-time.Second))}}}},
 		// Cleanup could not remove the containers; its token is still live.
 		{JobID: 3, CreatedAt: now.Add(-time.Minute), Timeout: 600, Phase: executor.PhaseCleanupFailed,
-			Identity: &executor.IdentityState{Tokens: []executor.LedgerEntry{tok("e", false, live)}}},
-		// Older than its timeout plus grace, still ready: two live tokens.
+			Credentials: []*identity.Credential{{Tokens: []identity.LedgerEntry{tok("e", false, live)}}}},
+		// Older than its timeout plus grace, still ready: two live tokens,
+		// one per credential.
 		{JobID: 4, CreatedAt: now.Add(-12 * time.Minute), Timeout: 600, Phase: executor.PhaseReady,
-			Identity: &executor.IdentityState{Tokens: []executor.LedgerEntry{tok("f", false, live), tok("g", false, later)}}},
+			Credentials: []*identity.Credential{{Tokens: []identity.LedgerEntry{tok("f", false, live)}},
+				{Name: "second", Tokens: []identity.LedgerEntry{tok("g", false, later)}}}},
 		// No identity at all.
 		{JobID: 5, CreatedAt: now, Timeout: 600, Phase: executor.PhaseReady},
 	}

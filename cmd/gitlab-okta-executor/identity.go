@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -27,7 +28,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
-	httpClient := executor.NewHTTPClient(s)
+	httpClient := broker.NewHTTPClient(s)
 	// Okta's requests are timed and counted below every retry; GitLab's
 	// key fetches keep the plain client.
 	oktaHTTP := *httpClient
@@ -58,7 +59,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 			return nil, nil, fmt.Errorf("configuring the Okta client of the dpop app: %w", err)
 		}
 	}
-	m := &executor.IdentityManager{
+	m := &broker.Broker{
 		DPoPProvider: dpopProvider, Store: store,
 		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
 		Audit: &metrics.CountingAudit{Next: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")}, Metrics: rec},

@@ -7,11 +7,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 )
 
-var _ executor.AuditRecorder = (*metrics.CountingAudit)(nil)
+var _ broker.AuditRecorder = (*metrics.CountingAudit)(nil)
 
 // newMetrics returns the recorder this process counts into and the flush
 // to run when its command has returned: it adds the counts to the host's
