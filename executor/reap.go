@@ -40,8 +40,10 @@ type reapCandidate struct {
 // working on hold their lock, and jobs whose script runs hold their run
 // lock: both are skipped, so the reaper is safe to run from a timer while
 // jobs run.
-func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error) {
-	var rep ReapReport
+func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (rep ReapReport, err error) {
+	if s.OnReap != nil {
+		defer func() { s.OnReap(rep) }()
+	}
 	var errs []error
 	cands := map[int64]*reapCandidate{}
 	cand := func(id int64) *reapCandidate {

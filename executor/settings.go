@@ -45,6 +45,8 @@ type Settings struct {
 	// ReapGrace is added to a job's timeout before the reaper considers
 	// its containers and credentials orphaned.
 	ReapGrace Duration `toml:"reap_grace"`
+	// MetricsSettings: metrics_file (settings_metrics.go).
+	MetricsSettings
 
 	Docker DockerSettings `toml:"docker"`
 
@@ -294,6 +296,7 @@ func (s *Settings) resolve() error {
 	}
 	errs = append(errs, s.Identity.RateLimit.validate())
 	errs = append(errs, s.Audit.validate(s.Identity.AuditLog))
+	errs = append(errs, s.MetricsSettings.validate())
 	return errors.Join(errs...)
 }
 

@@ -36,6 +36,9 @@ type Stages struct {
 	// ParentExe returns the GitLab Runner binary that started this
 	// process ("" when the parent is not one); nil reads /proc.
 	ParentExe func() string
+	// OnReap, when set, sees the report of every reaper pass (the timer's
+	// and the bounded one of each prepare), for the metrics.
+	OnReap func(ReapReport)
 }
 
 // Environment variables GitLab Runner sets for every stage.

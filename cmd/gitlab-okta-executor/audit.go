@@ -12,6 +12,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 )
@@ -196,4 +197,13 @@ func runAuditShip(ctx context.Context, stdout io.Writer, settingsPath string) er
 	}
 	fmt.Fprintf(stdout, "audit ship: %d line(s) sent to %s\n", count.shipped, sh.Dest)
 	return nil
+}
+
+// shipObserver counts the shipper's rounds in rec; nil (no metrics) is no
+// observer rather than a typed nil.
+func shipObserver(rec *metrics.Recorder) auditlog.ShipObserver {
+	if rec == nil {
+		return nil
+	}
+	return rec
 }

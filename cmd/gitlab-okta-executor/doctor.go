@@ -51,7 +51,7 @@ func runDoctor(ctx context.Context, stdout io.Writer, path string, asJSON bool) 
 		d.Docker = rt.Client()
 	}
 	if s.Identity.Enabled() {
-		ident, _, err := newIdentity(ctx, s, nil, io.Discard, logger, nil)
+		ident, _, err := newIdentity(ctx, s, nil, io.Discard, logger, nil, nil)
 		if err != nil {
 			return err
 		}

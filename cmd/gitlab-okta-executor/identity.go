@@ -16,12 +16,15 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta/budget"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 )
 
 // newIdentity wires the Okta identity when the settings configure one; it
 // returns nils when they don't. transport carries its Okta and GitLab
-// requests (see connectEarly); nil means http.DefaultTransport.
-func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger, transport http.RoundTripper) (executor.Identity, executor.NewMasker, error) {
+// requests (see connectEarly); nil means http.DefaultTransport. rec (nil
+// for none) counts the audit events, every request to Okta and the app
+// manager's rate-limit waits.
+func newIdentity(ctx context.Context, s *executor.Settings, store executor.StateStore, jobLog io.Writer, log hclog.Logger, transport http.RoundTripper, rec *metrics.Recorder) (executor.Identity, executor.NewMasker, error) {
 	if !s.Identity.Enabled() {
 		return nil, nil, nil
 	}
@@ -31,11 +34,15 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	}
 	httpClient := broker.NewHTTPClient(s)
 	httpClient.Transport = transport
+	// Okta's requests are timed and counted below every retry; GitLab's
+	// key fetches keep the plain client.
+	oktaHTTP := *httpClient
+	oktaHTTP.Transport = &metrics.Transport{Base: httpClient.Transport, Metrics: rec}
 	// One resolver for every client, so the stage's apps share one
 	// metadata fetch (and the disk cache shares it across stages).
 	var endpoints okta.EndpointResolver = okta.OktaLayout{}
 	if s.Identity.UsesDiscovery() {
-		endpoints = &okta.Discovery{HTTPClient: httpClient, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
+		endpoints = &okta.Discovery{HTTPClient: &oktaHTTP, CacheDir: filepath.Join(s.StateDir, "discovery"), Logger: log.Named("discovery")}
 	}
 	pace, err := newBudget(s, jobLog, log)
 	if err != nil {
@@ -43,7 +50,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	}
 	newClient := func(clientID string, key crypto.Signer, keyID, name string) (*okta.Client, error) {
 		return okta.New(okta.Config{
-			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: httpClient, Logger: log.Named(name),
+			ClientID: clientID, Key: key, KeyID: keyID, HTTPClient: &oktaHTTP, Logger: log.Named(name),
 			Endpoints: endpoints, AssertionAudience: s.Identity.AssertionAudience, Budget: pace,
 		})
 	}
@@ -64,14 +71,15 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	m := &broker.Broker{
 		DPoPProvider: dpopProvider, Store: store,
 		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
-		Audit: newAuditLog(s, log, nil),
+		Audit: &metrics.CountingAudit{Next: newAuditLog(s, log, shipObserver(rec)), Metrics: rec},
 	}
 	if s.UsesAppMode() {
 		apps, err := okta.NewAppManager(ctx, okta.AppManagerConfig{
 			OrgURL: s.Identity.OrgBase(), ClientID: s.Identity.ClientID, Key: key, KeyID: s.Identity.KeyID,
-			HTTPClient: httpClient, Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
+			HTTPClient: &oktaHTTP, Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
 			RunnerID: s.RunnerID, MaxRateLimitWait: s.Identity.Apps.MaxRateLimitWait.Duration,
-			OnRateLimit: func(_ string, wait time.Duration) {
+			OnRateLimit: func(path string, wait time.Duration) {
+				rec.ObserveWait(metrics.EndpointOf(path), wait)
 				fmt.Fprintf(jobLog, "Okta's app API rate limit is reached: waiting %s\n", wait.Round(time.Second))
 			},
 		})

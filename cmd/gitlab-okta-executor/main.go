@@ -111,7 +111,7 @@ func exitCodeFor(err error, buildFailure, systemFailure int) (int, string) {
 	}
 }
 
-func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) (err error) {
 	if cmd == "version" {
 		fmt.Fprintf(stdout, "gitlab-okta-executor %s\n", version)
 		return nil
@@ -164,11 +164,14 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	rec, flushMetrics := newMetrics(settings, store, logger)
+	defer func() { flushMetrics(cmd, err) }()
 	stages := &executor.Stages{
 		Settings: settings, Runtime: rt, State: store, Log: logger,
 		Now: time.Now, Stdout: stdout, Stderr: stderr, Getenv: getenv, Version: version,
+		OnReap: countReaps(rec),
 	}
-	ident, masker, err := newIdentity(ctx, settings, store, stdout, logger, conns)
+	ident, masker, err := newIdentity(ctx, settings, store, stdout, logger, conns, rec)
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,8 @@ cases = [
     ("cache_dir", "", "cache_dir", '"cache"'),
     ("reap_grace", "", "reap_grace", '"soon"'),
     ("unknown_key", "", "colour", '"blue"'),
+    ("metrics_file", "", "metrics_file", '"/nonexistent/textfile_collector/gitlab-okta-executor.prom"'),
+    ("metrics_file-relative", "", "metrics_file", '"gitlab-okta-executor.prom"'),
     ("docker-pull_policy", "docker", "pull_policy", '["sometimes"]'),
     ("docker-allowed_pull_policies", "docker", "allowed_pull_policies", '["maybe"]'),
     ("docker-allowed_images", "docker", "allowed_images", '["[debian"]'),
