@@ -12,8 +12,8 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/auditlog"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/metrics"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/preflight"
 )
 
