@@ -33,6 +33,9 @@ type Stages struct {
 	// ParentExe returns the GitLab Runner binary that started this
 	// process ("" when the parent is not one); nil reads /proc.
 	ParentExe func() string
+	// RevocationTicks paces a running sub-stage's look for a revocation
+	// marker (killswitch.go); nil ticks every second.
+	RevocationTicks func() (ticks <-chan time.Time, stop func())
 }
 
 // Environment variables GitLab Runner sets for every stage.

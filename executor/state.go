@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
@@ -60,6 +61,9 @@ type JobState struct {
 	// (payload, id_token, predefined_variable or absent), for the audit.
 	ClaimSources map[string]string `json:"claim_sources,omitempty"`
 	Identity     *IdentityState    `json:"identity,omitempty"`
+	// Revocation is set by `revoke`: the job gets no token again and its
+	// running script is stopped (killswitch.go).
+	Revocation *incident.Revocation `json:"revocation,omitempty"`
 }
 
 // IdentityState is the job's identity grant and its token ledger.

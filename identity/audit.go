@@ -61,6 +61,9 @@ type AuditEvent struct {
 	OktaRequestID string     `json:"okta_request_id,omitempty"`
 	Outcome       string     `json:"outcome"`
 	Reason        string     `json:"reason,omitempty"`
+	// Operator is who ran a kill-switch command (revoke, lock, unlock):
+	// the OS user, and the sudo user behind it.
+	Operator string `json:"operator,omitempty"`
 }
 
 // AuditLog appends events as JSON lines to Path and mirrors them to Logger.
@@ -177,5 +180,6 @@ func (e AuditEvent) keyValues() []any {
 	opt("app_id", e.AppID)
 	kv = append(kv, "outcome", e.Outcome)
 	opt("reason", e.Reason)
+	opt("operator", e.Operator)
 	return kv
 }

@@ -43,6 +43,9 @@ for the runner admin:
   doctor     check live that Docker, Okta and GitLab answer as the settings assume
   policy     explain a job's decision, run policy tests, lint the policy
   reap       remove containers and credentials of jobs that are gone
+  status     what is live on this host: jobs, token ids, apps, locks
+  revoke     kill switch: revoke matching jobs' tokens now and stop their scripts
+  lock       refuse new tokens to matching jobs (unlock lifts it)
 
 inside jobs:
   dpop-proof print a DPoP proof for a request (dpop-mode jobs)
@@ -118,6 +121,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	switch cmd {
 	case "check", "doctor", "policy":
 		return dispatchPreflight(ctx, cmd, args, stdout, stderr)
+	case "revoke", "lock", "unlock", "status":
+		return dispatchIncident(ctx, cmd, args, stdout, stderr, getenv)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

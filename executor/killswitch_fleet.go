@@ -1,0 +1,110 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
+)
+
+// FleetApps is what `revoke --fleet` needs of Okta's app management:
+// identity/okta.AppManager implements it.
+type FleetApps interface {
+	ListFleetApps(ctx context.Context) ([]okta.JobAppInfo, error)
+	RemoveFromPolicy(ctx context.Context, authServerID, policyID string, clientIDs ...string) error
+	DeleteFleetApp(ctx context.Context, appID string) error
+}
+
+// FleetResult is one job app `revoke --fleet` matched.
+type FleetResult struct {
+	App okta.JobAppInfo
+	Err error
+}
+
+// Labels a job app carries for the fleet-wide kill switch, beside
+// appLabelJobID and appLabelProjectID: apps created before they existed
+// match only --all, --project and --job.
+const (
+	appLabelProjectPath = "project_path"
+	appLabelRule        = "rule"
+)
+
+// fleetJob is the selector's view of a job app, from its profile labels.
+// A label that is missing or unparsable is an unknown fact: it never
+// matches.
+func fleetJob(a okta.JobAppInfo) incident.Job {
+	j := incident.Job{ProjectPath: a.Labels[appLabelProjectPath], Rule: a.Labels[appLabelRule]}
+	j.JobID, _ = strconv.ParseInt(a.Labels[appLabelJobID], 10, 64)
+	j.ProjectID, _ = strconv.ParseInt(a.Labels[appLabelProjectID], 10, 64)
+	return j
+}
+
+// RevokeFleet finds the job apps of every runner in the org (by the name
+// prefix and the profile marker, whichever runner it names) that the
+// selector matches, takes each out of its access policy, deactivates and
+// deletes it. One command on any host so reaches app-mode jobs on all
+// hosts: the deleted app can no longer authenticate, so it mints and
+// refreshes nothing. Already-deleted apps are not listed: it is
+// idempotent.
+func (k *Incident) RevokeFleet(ctx context.Context, apps FleetApps, req RevokeRequest) ([]FleetResult, error) {
+	if err := req.Selector.Validate(); err != nil {
+		return nil, err
+	}
+	list, err := apps.ListFleetApps(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing the fleet's job apps: %w", err)
+	}
+	var out []FleetResult
+	var errs []error
+	for _, a := range list {
+		j := fleetJob(a)
+		if !req.Selector.Matches(j) {
+			continue
+		}
+		res := FleetResult{App: a}
+		if as, pol := a.Labels[appLabelAuthServer], a.Labels[appLabelPolicy]; as != "" && pol != "" {
+			if err := k.withPolicyLock(func() error { return apps.RemoveFromPolicy(ctx, as, pol, a.ClientID) }); err != nil {
+				res.Err = fmt.Errorf("removing app %s from policy %s: %w", a.ID, pol, err)
+			}
+		}
+		if res.Err == nil {
+			if err := apps.DeleteFleetApp(ctx, a.ID); err != nil {
+				res.Err = fmt.Errorf("deleting app %s: %w", a.ID, err)
+			}
+		}
+		outcome, reason := "app_deleted", fmt.Sprintf("revoke --fleet: app %s of runner %s", a.Name, a.RunnerID)
+		if req.Reason != "" {
+			reason += ": " + req.Reason
+		}
+		if res.Err != nil {
+			outcome, reason = "error", reason+": "+res.Err.Error()
+			errs = append(errs, res.Err)
+		}
+		k.audit(&JobState{Runner: k.Settings.RunnerID, JobID: j.JobID, ProjectID: j.ProjectID, ProjectPath: j.ProjectPath},
+			EventIncidentAppDeleted, outcome, req.By, reason, a.ID)
+		k.Log.Info("kill switch: fleet app", "app", a.ID, "owner", a.RunnerID, "job", j.JobID, "ok", res.Err == nil)
+		out = append(out, res)
+	}
+	return out, errors.Join(errs...)
+}
+
+// withPolicyLock takes the host-wide lock the identity manager holds while
+// it edits access-policy client lists, so this host never drops another
+// job's entry it has just verified.
+func (k *Incident) withPolicyLock(fn func() error) error {
+	f, err := os.OpenFile(filepath.Join(k.Settings.StateDir, "app-policy.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening the policy lock: %w", err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("taking the policy lock: %w", err)
+	}
+	return fn()
+}
