@@ -155,4 +155,3 @@ func TestOperatorNamesTheSudoUser(t *testing.T) {
 		t.Errorf("operator without sudo: %q", op)
 	}
 }
-
