@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor/runtimetest"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 )
 
@@ -328,5 +330,57 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs (go test -run %s -update accepts it):\n--- got\n%s\n--- want\n%s", path, t.Name(), got, want)
+	}
+}
+
+// fleetApps is an in-memory FleetApps: the Okta side is covered against
+// the fake org in identity/okta and end to end; this checks the selection.
+type fleetApps struct {
+	apps    []okta.JobAppInfo
+	deleted []string
+	removed []string
+}
+
+func (f *fleetApps) ListFleetApps(context.Context) ([]okta.JobAppInfo, error) { return f.apps, nil }
+func (f *fleetApps) RemoveFromPolicy(_ context.Context, as, pol string, clients ...string) error {
+	f.removed = append(f.removed, as+"/"+pol+":"+strings.Join(clients, ","))
+	return nil
+}
+func (f *fleetApps) DeleteFleetApp(_ context.Context, id string) error {
+	f.deleted = append(f.deleted, id)
+	return nil
+}
+
+// TestRevokeFleetSelectsByProfileLabels: fleet selection reads the facts
+// from each app's labels; a label an older app lacks (project path, rule)
+// is unknown and never matches, and an app is taken out of its policy
+// before it is deleted.
+func TestRevokeFleetSelectsByProfileLabels(t *testing.T) {
+	apps := []okta.JobAppInfo{
+		{ID: "new", ClientID: "c-new", RunnerID: "host-a", Labels: map[string]string{"job_id": "1", "project_id": "7", "project_path": "g/app", "rule": "own-app",
+			"auth_server": "aus1", "access_policy": "pol1"}},
+		{ID: "old", ClientID: "c-old", RunnerID: "host-b", Labels: map[string]string{"job_id": "2", "project_id": "7"}},
+		{ID: "elsewhere", ClientID: "c-else", RunnerID: "host-b", Labels: map[string]string{"job_id": "3", "project_id": "8", "project_path": "h/x", "rule": "own-app"}},
+	}
+	tests := []struct {
+		sel  incident.Selector
+		want string
+	}{
+		{incident.Selector{ProjectID: 7}, "new,old"},
+		{incident.Selector{ProjectPath: "g/**"}, "new"},
+		{incident.Selector{Rule: "own-app"}, "new,elsewhere"},
+		{incident.Selector{JobID: 2}, "old"},
+		{incident.Selector{All: true}, "new,old,elsewhere"},
+	}
+	for _, tc := range tests {
+		f := &fleetApps{apps: apps}
+		k := &executor.Incident{Settings: &executor.Settings{RunnerID: "me", StateDir: t.TempDir()}, Log: hclog.NewNullLogger()}
+		res, err := k.RevokeFleet(context.Background(), f, executor.RevokeRequest{Selector: tc.sel, By: operator})
+		if err != nil || strings.Join(f.deleted, ",") != tc.want || len(res) != len(f.deleted) {
+			t.Errorf("%s: deleted %v (%v), want %s", tc.sel, f.deleted, err, tc.want)
+		}
+		if strings.Contains(tc.want, "new") && !slices.Contains(f.removed, "aus1/pol1:c-new") {
+			t.Errorf("%s: app new not taken out of its policy: %v", tc.sel, f.removed)
+		}
 	}
 }
