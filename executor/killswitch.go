@@ -114,8 +114,8 @@ func (k *Incident) Revoke(ctx context.Context, req RevokeRequest) ([]RevokeResul
 			errs = append(errs, err)
 			continue
 		}
-		if !req.Selector.Matches(JobFacts(st)) {
-			continue
+		if st.Identity == nil || !req.Selector.Matches(JobFacts(st)) {
+			continue // a job without an identity holds no credential
 		}
 		res := k.revokeJob(ctx, id, req)
 		if res.Err != nil {
