@@ -98,31 +98,20 @@ func (k *Incident) Revoke(ctx context.Context, req RevokeRequest) ([]RevokeResul
 	if err := req.Selector.Validate(); err != nil {
 		return nil, err
 	}
-	ids, err := k.State.List()
-	if err != nil {
-		return nil, err
-	}
 	var out []RevokeResult
 	var errs []error
-	for _, id := range ids {
+	err := k.eachState(func(st *JobState) {
 		// A cheap look without the lock; decided again under it.
-		st, err := k.State.Load(id)
-		if errors.Is(err, ErrNoState) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
 		if st.Identity == nil || !req.Selector.Matches(JobFacts(st)) {
-			continue // a job without an identity holds no credential
+			return // a job without an identity holds no credential
 		}
-		res := k.revokeJob(ctx, id, req)
+		res := k.revokeJob(ctx, st.JobID, req)
 		if res.Err != nil {
 			errs = append(errs, res.Err)
 		}
 		out = append(out, res)
-	}
+	})
+	errs = append(errs, err)
 	return out, errors.Join(errs...)
 }
 
@@ -269,20 +258,7 @@ func (k *Incident) audit(st *JobState, event, outcome string, by incident.Operat
 func (k *Incident) Status() (*incident.Status, error) {
 	now := k.now().UTC()
 	out := &incident.Status{Runner: k.Settings.RunnerID, Time: now, Jobs: []incident.JobStatus{}, Unrevoked: []incident.JobStatus{}}
-	ids, err := k.State.List()
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, id := range ids {
-		st, err := k.State.Load(id)
-		if errors.Is(err, ErrNoState) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	err := k.eachState(func(st *JobState) {
 		js := jobStatus(st, now)
 		switch st.Phase {
 		case PhaseFinished, PhaseCleanupFailed:
@@ -290,13 +266,37 @@ func (k *Incident) Status() (*incident.Status, error) {
 		default:
 			out.Jobs = append(out.Jobs, js)
 		}
-	}
+	})
+	errs := []error{err}
 	locks, err := k.Locks.List()
 	if err != nil {
 		errs = append(errs, err)
 	}
 	out.Locks = append([]incident.Lock{}, locks...)
 	return out, errors.Join(errs...)
+}
+
+// eachState calls fn with every job's state, read without its lock;
+// states that cannot be read are joined into the error, the rest still
+// visited.
+func (k *Incident) eachState(fn func(st *JobState)) error {
+	ids, err := k.State.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		st, err := k.State.Load(id)
+		if errors.Is(err, ErrNoState) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fn(st)
+	}
+	return errors.Join(errs...)
 }
 
 func jobStatus(st *JobState, now time.Time) incident.JobStatus {
