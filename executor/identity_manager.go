@@ -227,6 +227,10 @@ func (m *IdentityManager) Grant(ctx context.Context, p *Payload, st *JobState, s
 		return fmt.Errorf("evaluating policy: %w", err)
 	}
 	rule := decision.Rule
+	if err := checkLocks(m.Settings.StateDir, grantFacts(p, claims, rule.Name)); err != nil {
+		m.audit(st, identity.AuditEvent{Event: identity.EventDenied, Outcome: "locked", Rule: rule.Name, Reason: err.Error()})
+		return err
+	}
 	lifetime := rule.Lifetime.Duration
 	if lifetime == 0 {
 		lifetime = m.Settings.Identity.DefaultLifetime.Duration

@@ -339,6 +339,14 @@ func checkLocks(stateDir string, j incident.Job) error {
 	return err
 }
 
+// grantFacts are the facts a lock matches at prepare, once the policy has
+// chosen a rule: the project path is the trusted claim the policy saw
+// (payload, verified ID token, or an opted-in predefined variable), so a
+// path lock holds on older runners for jobs with an ID token too.
+func grantFacts(p *Payload, claims identity.Claims, rule string) incident.Job {
+	return incident.Job{JobID: p.ID, ProjectID: p.JobInfo.ProjectID, ProjectPath: claims["project_path"].Value, Rule: rule}
+}
+
 // watchRevocation reports the job's revocation marker once it appears,
 // looking every tick until stop is closed.
 func (s *Stages) watchRevocation(stop <-chan struct{}, jobID int64) <-chan incident.Revocation {

@@ -384,3 +384,42 @@ func TestRevokeFleetSelectsByProfileLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantRefusedByALock: prepare's grant checks the locks once the
+// policy has chosen the rule, before asking Okta: a rule lock refuses the
+// job as a build failure naming the lock, audited as a denial; Okta
+// issued nothing.
+func TestGrantRefusedByALock(t *testing.T) {
+	w := newIdentityWorld(t, "fail")
+	if _, err := incident.LocksIn(w.m.Settings.StateDir).Add(incident.Lock{Selector: incident.Selector{Rule: "app-read"},
+		Reason: "INC-3", By: operator, At: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.grant(t)
+	var le *incident.LockedError
+	if !executor.IsBuildFailure(err) || !errors.As(err, &le) || le.Lock.Selector.Rule != "app-read" {
+		t.Fatalf("grant under a rule lock: %v", err)
+	}
+	if n := len(w.env.Okta.Issued()); n != 0 {
+		t.Errorf("Okta issued %d tokens to a locked job", n)
+	}
+	var denied map[string]any
+	for _, ev := range w.auditLines(t) {
+		if ev["event"] == "denied" && ev["outcome"] == "locked" {
+			denied = ev
+		}
+	}
+	if denied == nil || denied["rule"] != "app-read" || !strings.Contains(fmt.Sprint(denied["reason"]), "INC-3") {
+		t.Errorf("denied audit event %v", denied)
+	}
+	// A lock on a path glob matches the trusted project_path claim.
+	if _, err := incident.LocksIn(w.m.Settings.StateDir).Remove(incident.Selector{Rule: "app-read"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := incident.LocksIn(w.m.Settings.StateDir).Add(incident.Lock{Selector: incident.Selector{ProjectPath: "g/*"}, Reason: "INC-4", By: operator}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.grant(t); !errors.As(err, &le) || le.Lock.Reason != "INC-4" {
+		t.Fatalf("grant under a path lock: %v", err)
+	}
+}

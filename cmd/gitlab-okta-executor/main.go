@@ -45,7 +45,8 @@ for the runner admin:
   reap       remove containers and credentials of jobs that are gone
   status     what is live on this host: jobs, token ids, apps, locks
   revoke     kill switch: revoke matching jobs' tokens now and stop their scripts
-  lock       refuse new tokens to matching jobs (unlock lifts it)
+  lock       refuse new tokens to matching jobs; lock --list
+  unlock     lift a lock
 
 inside jobs:
   dpop-proof print a DPoP proof for a request (dpop-mode jobs)
