@@ -80,10 +80,12 @@ func (m *IdentityManager) grantApp(ctx context.Context, p *Payload, st *JobState
 		return err
 	}
 	name := fmt.Sprintf("%s%d-%d", m.Settings.Identity.Apps.NamePrefix, p.JobInfo.ProjectID, p.ID)
-	app, err := m.Apps.CreateJobApp(ctx, name, map[string]string{
+	labels := map[string]string{
 		appLabelJobID: strconv.FormatInt(p.ID, 10), appLabelProjectID: strconv.FormatInt(p.JobInfo.ProjectID, 10),
 		appLabelAuthServer: st.Identity.App.AuthServer, appLabelPolicy: st.Identity.App.Policy,
-	})
+	}
+	addFleetLabels(labels, st)
+	app, err := m.Apps.CreateJobApp(ctx, name, labels)
 	if err != nil {
 		return fmt.Errorf("creating the job's Okta app: %w", err)
 	}

@@ -35,6 +35,16 @@ const (
 	appLabelRule        = "rule"
 )
 
+// addFleetLabels records in a new job app's profile what `revoke --fleet`
+// selects on besides job and project id: the project path (when the
+// payload has it) and the rule.
+func addFleetLabels(labels map[string]string, st *JobState) {
+	if st.ProjectPath != "" {
+		labels[appLabelProjectPath] = st.ProjectPath
+	}
+	labels[appLabelRule] = st.Identity.Rule
+}
+
 // fleetJob is the selector's view of a job app, from its profile labels.
 // A label that is missing or unparsable is an unknown fact: it never
 // matches.

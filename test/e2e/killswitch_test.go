@@ -188,7 +188,8 @@ func TestKillSwitchFleetRevokeReachesAnotherHostsApp(t *testing.T) {
 	if err != nil || !strings.Contains(out, "0 jobs revoked now") || len(liveApps(env)) != 1 {
 		t.Fatalf("local revoke on the other host (%v):\n%s", err, out)
 	}
-	out, err = other.executor("revoke", "--fleet", "--job", strconv.FormatInt(id, 10), "--reason", "INC-9")
+	// By rule: a label the owner's prepare put in the app's profile.
+	out, err = other.executor("revoke", "--fleet", "--rule", "own-app", "--reason", "INC-9")
 	if err != nil {
 		t.Fatalf("revoke --fleet: %v\n%s", err, out)
 	}
