@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,10 +39,16 @@ const revocationPoll = time.Second
 // JobFacts are the facts of a job a kill-switch selector matches.
 func JobFacts(st *JobState) incident.Job {
 	j := incident.Job{JobID: st.JobID, ProjectID: st.ProjectID, ProjectPath: st.ProjectPath}
-	if st.Identity != nil {
-		j.Rule = st.Identity.Rule
+	if len(st.Credentials) > 0 {
+		// One rule grants all of a job's credentials.
+		j.Rule = st.Credentials[0].Rule
 	}
 	return j
+}
+
+// AuditRecorder appends audit events; identity.AuditLog implements it.
+type AuditRecorder interface {
+	Record(e identity.AuditEvent) error
 }
 
 // Incident runs the operator's kill switch and status on one host: revoke,
@@ -82,8 +90,8 @@ type RevokeResult struct {
 	Rule      string
 	// Tokens is how many live tokens were revoked now.
 	Tokens int
-	// AppID is the job app deleted now (app mode).
-	AppID string
+	// AppIDs are the job apps deleted now (app mode).
+	AppIDs []string
 	// Already reports a job revoked before with nothing left to revoke.
 	Already bool
 	Err     error
@@ -102,7 +110,7 @@ func (k *Incident) Revoke(ctx context.Context, req RevokeRequest) ([]RevokeResul
 	var errs []error
 	err := k.eachState(func(st *JobState) {
 		// A cheap look without the lock; decided again under it.
-		if st.Identity == nil || !req.Selector.Matches(JobFacts(st)) {
+		if len(st.Credentials) == 0 || !req.Selector.Matches(JobFacts(st)) {
 			return // a job without an identity holds no credential
 		}
 		res := k.revokeJob(ctx, st.JobID, req)
@@ -138,9 +146,9 @@ func (k *Incident) revokeJob(ctx context.Context, id int64, req RevokeRequest) R
 		res.Already = true
 		return res
 	}
-	live := liveTokens(st)
-	appLive := st.Identity != nil && st.Identity.App != nil && st.Identity.App.ID != "" && !st.Identity.App.Deleted
-	if st.Revocation != nil && live == 0 && !appLive {
+	live := st.LiveTokens()
+	apps := liveApps(st)
+	if st.Revocation != nil && live == 0 && len(apps) == 0 {
 		res.Already = true
 		return res
 	}
@@ -154,24 +162,26 @@ func (k *Incident) revokeJob(ctx context.Context, id int64, req RevokeRequest) R
 		}
 	}
 	outcome := "ok"
-	if st.Identity != nil && k.Identity != nil {
-		save := func() error { return k.State.Save(st) }
+	if len(st.Credentials) > 0 && k.Identity != nil {
 		reason := "revoke by " + req.By.String()
 		if req.Reason != "" {
 			reason += ": " + req.Reason
 		}
-		err := k.Identity.RevokeAll(ctx, st, save, reason)
-		res.Tokens = live - liveTokens(st)
-		if appLive && st.Identity.App.Deleted {
-			res.AppID = st.Identity.App.ID
+		err := k.Identity.RevokeAll(ctx, NewLedger(k.State, st), reason)
+		res.Tokens = live - st.LiveTokens()
+		still := liveApps(st)
+		for _, id := range apps {
+			if !slices.Contains(still, id) {
+				res.AppIDs = append(res.AppIDs, id)
+			}
 		}
 		if err != nil {
 			res.Err = fmt.Errorf("revoking job %d: %w", id, err)
 			outcome = "error"
 		}
 	}
-	k.audit(st, EventIncidentRevoke, outcome, req.By, req.Reason, res.AppID)
-	k.Log.Info("kill switch: job revoked", "job", id, "tokens", res.Tokens, "app", res.AppID, "operator", req.By.String(), "ok", res.Err == nil)
+	k.audit(st, EventIncidentRevoke, outcome, req.By, req.Reason, strings.Join(res.AppIDs, " "))
+	k.Log.Info("kill switch: job revoked", "job", id, "tokens", res.Tokens, "apps", len(res.AppIDs), "operator", req.By.String(), "ok", res.Err == nil)
 	return res
 }
 
@@ -200,16 +210,15 @@ func (k *Incident) lockJob(ctx context.Context, id int64) (func(), error) {
 	}
 }
 
-func liveTokens(st *JobState) int {
-	n := 0
-	if st.Identity != nil {
-		for _, t := range st.Identity.Tokens {
-			if !t.Revoked {
-				n++
-			}
+// liveApps are the ids of the job's app-mode apps not yet deleted.
+func liveApps(st *JobState) []string {
+	var ids []string
+	for _, c := range st.Credentials {
+		if a := c.App; a != nil && a.ID != "" && !a.Deleted {
+			ids = append(ids, a.ID)
 		}
 	}
-	return n
+	return ids
 }
 
 // Lock writes a lock and audits it; replaced reports an existing lock of
@@ -241,8 +250,9 @@ func (k *Incident) audit(st *JobState, event, outcome string, by incident.Operat
 	e := identity.AuditEvent{Time: k.now().UTC(), Event: event, Runner: st.Runner, JobID: st.JobID, ProjectID: st.ProjectID,
 		ProjectPath: st.ProjectPath, PipelineID: st.PipelineID, Ref: st.Ref, Protected: st.Protected,
 		Outcome: outcome, Reason: reason, Operator: by.String(), AppID: appID}
-	if st.Identity != nil {
-		e.Rule, e.Mode, e.Scopes, e.Issuer = st.Identity.Rule, st.Identity.Mode, st.Identity.Scopes, st.Identity.Issuer
+	if len(st.Credentials) > 0 {
+		c := st.Credentials[0]
+		e.Rule, e.Mode, e.Scopes, e.Issuer = c.Rule, c.Mode, c.Scopes, c.Issuer
 	}
 	if k.Audit == nil {
 		return
@@ -303,12 +313,22 @@ func jobStatus(st *JobState, now time.Time) incident.JobStatus {
 	js := incident.JobStatus{JobID: st.JobID, ProjectID: st.ProjectID, ProjectPath: st.ProjectPath, Phase: st.Phase,
 		CreatedAt: st.CreatedAt, AgeSeconds: int64(now.Sub(st.CreatedAt) / time.Second), Revocation: st.Revocation,
 		Tokens: []incident.TokenStatus{}}
-	if id := st.Identity; id != nil {
-		js.Rule, js.Mode, js.Scopes = id.Rule, id.Mode, id.Scopes
-		if id.App != nil && !id.App.Deleted {
-			js.AppID = id.App.ID
+	for i, c := range st.Credentials {
+		if i == 0 {
+			js.Rule = c.Rule
 		}
-		for _, t := range id.Tokens {
+		if !slices.Contains(strings.Split(js.Mode, ","), c.Mode) {
+			js.Mode = strings.TrimPrefix(js.Mode+","+c.Mode, ",")
+		}
+		for _, sc := range c.Scopes {
+			if !slices.Contains(js.Scopes, sc) {
+				js.Scopes = append(js.Scopes, sc)
+			}
+		}
+		if c.App != nil && c.App.ID != "" && !c.App.Deleted && js.AppID == "" {
+			js.AppID = c.App.ID
+		}
+		for _, t := range c.Tokens {
 			if t.Revoked {
 				continue
 			}
@@ -327,24 +347,17 @@ func checkRevoked(st *JobState) error {
 	return nil
 }
 
-// checkLocks refuses a new token to a job an incident lock matches: a
-// build failure naming the lock. A lock that cannot be read refuses too
-// (a system failure: the operator's file is broken).
-func checkLocks(stateDir string, j incident.Job) error {
+// CheckIncidentLocks refuses a new token to a job an incident lock matches:
+// a build failure naming the lock. A lock that cannot be read refuses too
+// (a system failure: the operator's file is broken). Prepare's decision
+// and every refresh call it before asking for a token.
+func CheckIncidentLocks(stateDir string, j incident.Job) error {
 	err := incident.LocksIn(stateDir).Check(j)
 	var le *incident.LockedError
 	if errors.As(err, &le) {
 		return &BuildError{Err: le}
 	}
 	return err
-}
-
-// grantFacts are the facts a lock matches at prepare, once the policy has
-// chosen a rule: the project path is the trusted claim the policy saw
-// (payload, verified ID token, or an opted-in predefined variable), so a
-// path lock holds on older runners for jobs with an ID token too.
-func grantFacts(p *Payload, claims identity.Claims, rule string) incident.Job {
-	return incident.Job{JobID: p.ID, ProjectID: p.JobInfo.ProjectID, ProjectPath: claims["project_path"].Value, Rule: rule}
 }
 
 // watchRevocation reports the job's revocation marker once it appears,

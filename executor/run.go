@@ -78,11 +78,11 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	var st *JobState
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		if st, err = s.refreshIdentity(ctx, p, build, nil); err != nil {
+		if st, err = s.refreshIdentity(ctx, p, build, subStage, nil); err != nil {
 			return err
 		}
 		if st != nil {
-			env = s.Identity.ExecEnv(st)
+			env = s.Identity.Env(st, subStage)
 			user = st.User
 			secrets = s.Identity.Secrets(st)
 		}
@@ -107,13 +107,13 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
 	var revoked <-chan incident.Revocation
-	if st != nil && st.Identity != nil {
+	if st != nil && len(st.Credentials) > 0 {
 		revoked = s.watchRevocation(stopRefresh, p.ID)
 	}
-	if st != nil && st.Identity != nil && st.Identity.Current() != nil {
+	if _, due := s.nextRefresh(st); due {
 		go func() {
 			defer close(refreshDone)
-			s.refreshWhileRunning(stopRefresh, p, build, st, stdout, stderr)
+			s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
 		}()
 	} else {
 		close(refreshDone)
@@ -200,26 +200,25 @@ const (
 // is replaced as before a sub-stage, and the new token is masked before it
 // is written. A refresh that has started is never abandoned halfway. The
 // exec's environment cannot change, so long-running jobs read the file.
-func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build string, st *JobState, maskers ...Masker) {
-	margin := s.Settings.Identity.RefreshMargin.Duration
+func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, subStage string, st *JobState, maskers ...Masker) {
 	for {
-		cur := st.Identity.Current()
-		if cur == nil {
+		due, ok := s.nextRefresh(st)
+		if !ok {
 			return
 		}
 		// The plan recorded at issuance already compares the margin with
-		// the lifetime Okta returned and keeps MinRefreshInterval.
-		wait := cur.RefreshDue(margin).Sub(s.now())
+		// the lifetime Okta returned and keeps the refresh floor.
+		wait := due.Sub(s.now())
 		if wait < time.Second {
 			wait = time.Second
 		}
 		select {
 		case <-stop:
 			return
-		case <-time.After(wait):
+		case <-s.after(wait):
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
-		next, err := s.refreshIdentity(rctx, p, build, func(next *JobState) {
+		next, err := s.refreshIdentity(rctx, p, build, subStage, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
@@ -243,7 +242,7 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 			select {
 			case <-stop:
 				return
-			case <-time.After(refreshRetry):
+			case <-s.after(refreshRetry):
 			}
 			continue
 		}
@@ -251,9 +250,18 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 	}
 }
 
+// nextRefresh is when the job's next token refresh is due; false without
+// an identity or a token to refresh.
+func (s *Stages) nextRefresh(st *JobState) (time.Time, bool) {
+	if st == nil || s.Identity == nil || len(st.Credentials) == 0 {
+		return time.Time{}, false
+	}
+	return s.Identity.NextRefresh(st)
+}
+
 // refreshIdentity replaces a token close to expiry before the sub-stage
 // starts: new token, new file, then the old token revoked.
-func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string, beforeWrite func(*JobState)) (*JobState, error) {
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, subStage string, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
 		return nil, err
@@ -269,23 +277,23 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	if err := checkRevoked(st); err != nil {
 		return nil, err
 	}
-	if st.Identity == nil || !s.Identity.NeedsRefresh(st) {
+	if len(st.Credentials) == 0 || !s.Identity.NeedsRefresh(st) {
 		return st, nil
 	}
-	if err := checkLocks(s.Settings.StateDir, JobFacts(st)); err != nil {
+	if err := CheckIncidentLocks(s.Settings.StateDir, JobFacts(st)); err != nil {
 		return nil, err
 	}
-	save := func() error { return s.State.Save(st) }
-	if err := s.Identity.Reissue(ctx, st, save); err != nil {
+	ledger := NewLedger(s.State, st)
+	if err := s.Identity.Refresh(ctx, ledger); err != nil {
 		return nil, fmt.Errorf("refreshing the job's token: %w", err)
 	}
 	if beforeWrite != nil {
 		beforeWrite(st)
 	}
-	if err := s.writeSecretFiles(ctx, containerID, st); err != nil {
+	if err := s.writeSecretFiles(ctx, containerID, st.User, s.Identity.Files(st, subStage)); err != nil {
 		return nil, err
 	}
-	if err := s.Identity.RevokeStale(ctx, st, save); err != nil {
+	if err := s.Identity.RevokeStale(ctx, ledger); err != nil {
 		s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)
 	}
 	return st, nil
@@ -293,14 +301,17 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 
 // writeSecretFiles puts the identity's files in the container's tmpfs as
 // 0400 files of the script user, each replacing any previous one
-// atomically. Contents travel on the exec's stdin: never in arguments or
-// environment.
-func (s *Stages) writeSecretFiles(ctx context.Context, containerID string, st *JobState) error {
-	for _, f := range s.Identity.SecretFiles(st) {
+// atomically, and removes those a sub-stage must not see. Contents travel
+// on the exec's stdin: never in arguments or environment.
+func (s *Stages) writeSecretFiles(ctx context.Context, containerID, user string, files []SecretFile) error {
+	for _, f := range files {
 		script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(f.Path))
+		if f.Remove {
+			script = fmt.Sprintf(`rm -f %s`, shellQuote(f.Path))
+		}
 		var stderr strings.Builder
 		code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
-			Cmd: []string{"sh", "-c", script}, User: st.User,
+			Cmd: []string{"sh", "-c", script}, User: user,
 			Stdin: strings.NewReader(f.Content), Stdout: io.Discard, Stderr: &stderr,
 		})
 		if err != nil {

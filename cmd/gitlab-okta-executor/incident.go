@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -137,8 +138,8 @@ func runRevoke(ctx context.Context, k *executor.Incident, settings *executor.Set
 		default:
 			revoked++
 			line := fmt.Sprintf("job %d (project %d, rule %q): revoked %d tokens", r.JobID, r.ProjectID, r.Rule, r.Tokens)
-			if r.AppID != "" {
-				line += ", deleted app " + r.AppID
+			if len(r.AppIDs) > 0 {
+				line += ", deleted app " + strings.Join(r.AppIDs, ", ")
 			}
 			fmt.Fprintln(stdout, line+"; its script is stopped")
 		}
@@ -156,7 +157,8 @@ func runRevoke(ctx context.Context, k *executor.Incident, settings *executor.Set
 	if ferr != nil {
 		return errors.Join(err, ferr)
 	}
-	fleetResults, ferr := k.RevokeFleet(ctx, apps, req)
+	b := &broker.Broker{Settings: settings, Audit: k.Audit, Log: logger.Named("identity"), Now: k.Now}
+	fleetResults, ferr := b.RevokeFleet(ctx, apps, req.Selector, req.Reason, req.By)
 	for _, r := range fleetResults {
 		if r.Err != nil {
 			fmt.Fprintf(stdout, "fleet: app %s (%s, runner %s): FAILED: %s\n", r.App.ID, r.App.Name, r.App.RunnerID, oneLine(r.Err))
@@ -192,7 +194,7 @@ func newFleetApps(ctx context.Context, s *executor.Settings, log hclog.Logger) (
 	}
 	apps, err := okta.NewAppManager(ctx, okta.AppManagerConfig{
 		OrgURL: s.Identity.OrgBase(), ClientID: s.Identity.ClientID, Key: key, KeyID: s.Identity.KeyID,
-		HTTPClient: executor.NewHTTPClient(s), Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
+		HTTPClient: broker.NewHTTPClient(s), Logger: log.Named("okta-apps"), NamePrefix: s.Identity.Apps.NamePrefix,
 		RunnerID: s.RunnerID, MaxRateLimitWait: s.Identity.Apps.MaxRateLimitWait.Duration,
 	})
 	if err != nil {

@@ -41,12 +41,12 @@ func TestKillSwitchRevokeStopsTheRunningJob(t *testing.T) {
 	s.config()
 	s.prepare()
 	_, tok := w.liveToken(t, s.id)
-	if !w.introspect(t, tok.Issuer, tok.Token) {
+	if !w.introspect(t, tok.Issuer, tok.Token.Reveal()) {
 		t.Fatal("the job's token is not active before the revoke; the test proves nothing")
 	}
 
 	out, err := w.executor("status")
-	if err != nil || !strings.Contains(out, tok.JTI) || !strings.Contains(out, "1 live job") || strings.Contains(out, tok.Token) {
+	if err != nil || !strings.Contains(out, tok.JTI) || !strings.Contains(out, "1 live job") || strings.Contains(out, tok.Token.Reveal()) {
 		t.Fatalf("status before revoke (%v):\n%s", err, out)
 	}
 
@@ -79,7 +79,7 @@ func TestKillSwitchRevokeStopsTheRunningJob(t *testing.T) {
 	if !strings.Contains(log, line) || !strings.Contains(log, ": project compromised") || strings.Contains(log, "NOT-REACHED") {
 		t.Errorf("job log lacks %q ... project compromised, or the script went on:\n%s", line, log)
 	}
-	if w.introspect(t, tok.Issuer, tok.Token) {
+	if w.introspect(t, tok.Issuer, tok.Token.Reveal()) {
 		t.Error("the token is still active at Okta after revoke")
 	}
 
@@ -91,7 +91,7 @@ func TestKillSwitchRevokeStopsTheRunningJob(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if len(st.Jobs) != 1 || st.Jobs[0].Revocation == nil || len(st.Jobs[0].Tokens) != 0 || strings.Contains(out, tok.Token) {
+	if len(st.Jobs) != 1 || st.Jobs[0].Revocation == nil || len(st.Jobs[0].Tokens) != 0 || strings.Contains(out, tok.Token.Reveal()) {
 		t.Errorf("status after revoke: %s", out)
 	}
 	if out, err := w.executor("revoke", "--project", killProject); err != nil || !strings.Contains(out, "already revoked") {

@@ -1,14 +1,13 @@
-package executor
+package broker
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
-	"syscall"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 )
@@ -20,6 +19,8 @@ type FleetApps interface {
 	RemoveFromPolicy(ctx context.Context, authServerID, policyID string, clientIDs ...string) error
 	DeleteFleetApp(ctx context.Context, appID string) error
 }
+
+var _ FleetApps = (*okta.AppManager)(nil)
 
 // FleetResult is one job app `revoke --fleet` matched.
 type FleetResult struct {
@@ -38,11 +39,11 @@ const (
 // addFleetLabels records in a new job app's profile what `revoke --fleet`
 // selects on besides job and project id: the project path (when the
 // payload has it) and the rule.
-func addFleetLabels(labels map[string]string, st *JobState) {
+func addFleetLabels(labels map[string]string, st *executor.JobState, c *identity.Credential) {
 	if st.ProjectPath != "" {
 		labels[appLabelProjectPath] = st.ProjectPath
 	}
-	labels[appLabelRule] = st.Identity.Rule
+	labels[appLabelRule] = c.Rule
 }
 
 // fleetJob is the selector's view of a job app, from its profile labels.
@@ -59,11 +60,13 @@ func fleetJob(a okta.JobAppInfo) incident.Job {
 // prefix and the profile marker, whichever runner it names) that the
 // selector matches, takes each out of its access policy, deactivates and
 // deletes it. One command on any host so reaches app-mode jobs on all
-// hosts: the deleted app can no longer authenticate, so it mints and
-// refreshes nothing. Already-deleted apps are not listed: it is
-// idempotent.
-func (k *Incident) RevokeFleet(ctx context.Context, apps FleetApps, req RevokeRequest) ([]FleetResult, error) {
-	if err := req.Selector.Validate(); err != nil {
+// hosts: a deleted app can no longer authenticate, so it mints and
+// refreshes nothing. Tokens it minted before are in its own host's ledger
+// only; Okta revokes a token only when presented by its client. Deleted
+// apps are not listed again: it is idempotent. Each app is audited with
+// the operator.
+func (b *Broker) RevokeFleet(ctx context.Context, apps FleetApps, sel incident.Selector, reason string, by incident.Operator) ([]FleetResult, error) {
+	if err := sel.Validate(); err != nil {
 		return nil, err
 	}
 	list, err := apps.ListFleetApps(ctx)
@@ -74,12 +77,12 @@ func (k *Incident) RevokeFleet(ctx context.Context, apps FleetApps, req RevokeRe
 	var errs []error
 	for _, a := range list {
 		j := fleetJob(a)
-		if !req.Selector.Matches(j) {
+		if !sel.Matches(j) {
 			continue
 		}
 		res := FleetResult{App: a}
 		if as, pol := a.Labels[appLabelAuthServer], a.Labels[appLabelPolicy]; as != "" && pol != "" {
-			if err := k.withPolicyLock(func() error { return apps.RemoveFromPolicy(ctx, as, pol, a.ClientID) }); err != nil {
+			if err := b.withPolicyLock(func() error { return apps.RemoveFromPolicy(ctx, as, pol, a.ClientID) }); err != nil {
 				res.Err = fmt.Errorf("removing app %s from policy %s: %w", a.ID, pol, err)
 			}
 		}
@@ -88,33 +91,19 @@ func (k *Incident) RevokeFleet(ctx context.Context, apps FleetApps, req RevokeRe
 				res.Err = fmt.Errorf("deleting app %s: %w", a.ID, err)
 			}
 		}
-		outcome, reason := "app_deleted", fmt.Sprintf("revoke --fleet: app %s of runner %s", a.Name, a.RunnerID)
-		if req.Reason != "" {
-			reason += ": " + req.Reason
+		outcome, why := "app_deleted", fmt.Sprintf("revoke --fleet: app %s of runner %s", a.Name, a.RunnerID)
+		if reason != "" {
+			why += ": " + reason
 		}
 		if res.Err != nil {
-			outcome, reason = "error", reason+": "+res.Err.Error()
+			outcome, why = "error", why+": "+res.Err.Error()
 			errs = append(errs, res.Err)
 		}
-		k.audit(&JobState{Runner: k.Settings.RunnerID, JobID: j.JobID, ProjectID: j.ProjectID, ProjectPath: j.ProjectPath},
-			EventIncidentAppDeleted, outcome, req.By, reason, a.ID)
-		k.Log.Info("kill switch: fleet app", "app", a.ID, "owner", a.RunnerID, "job", j.JobID, "ok", res.Err == nil)
+		st := &executor.JobState{Runner: b.Settings.RunnerID, JobID: j.JobID, ProjectID: j.ProjectID, ProjectPath: j.ProjectPath}
+		b.audit(st, nil, identity.AuditEvent{Event: executor.EventIncidentAppDeleted, Mode: identity.ModeApp, Rule: j.Rule,
+			AppID: a.ID, Outcome: outcome, Reason: why, Operator: by.String()})
+		b.Log.Info("kill switch: fleet app", "app", a.ID, "owner", a.RunnerID, "job", j.JobID, "ok", res.Err == nil)
 		out = append(out, res)
 	}
 	return out, errors.Join(errs...)
-}
-
-// withPolicyLock takes the host-wide lock the identity manager holds while
-// it edits access-policy client lists, so this host never drops another
-// job's entry it has just verified.
-func (k *Incident) withPolicyLock(fn func() error) error {
-	f, err := os.OpenFile(filepath.Join(k.Settings.StateDir, "app-policy.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening the policy lock: %w", err)
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("taking the policy lock: %w", err)
-	}
-	return fn()
 }
