@@ -68,10 +68,12 @@ func (m appMode) setUp(ctx context.Context, l *executor.Ledger, c *identity.Cred
 	if c.Name != "" {
 		name += "-" + c.Name
 	}
-	app, err := b.Apps.CreateJobApp(ctx, name, map[string]string{
+	labels := map[string]string{
 		appLabelJobID: strconv.FormatInt(st.JobID, 10), appLabelProjectID: strconv.FormatInt(st.ProjectID, 10),
 		appLabelAuthServer: a.AuthServer, appLabelPolicy: a.Policy,
-	})
+	}
+	addFleetLabels(labels, st, c)
+	app, err := b.Apps.CreateJobApp(ctx, name, labels)
 	if err != nil {
 		return false, fmt.Errorf("creating the job's Okta app: %w", err)
 	}

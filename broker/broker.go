@@ -16,6 +16,7 @@ import (
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/dpop"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 )
 
 // IDTokenVerifier verifies a GitLab ID token for one job.
@@ -143,6 +144,13 @@ func (b *Broker) Authorize(ctx context.Context, p *executor.Payload, st *executo
 		return fmt.Errorf("evaluating policy: %w", err)
 	}
 	rule := decision.Rule
+	// The incident locks are checked once the rule is known and before
+	// anything is issued; the path is the trusted claim the policy saw.
+	if err := executor.CheckIncidentLocks(b.Settings.StateDir, incident.Job{JobID: p.ID, ProjectID: p.JobInfo.ProjectID,
+		ProjectPath: claims["project_path"].Value, Rule: rule.Name}); err != nil {
+		b.audit(st, nil, identity.AuditEvent{Event: identity.EventDenied, Outcome: "locked", Rule: rule.Name, Reason: err.Error()})
+		return err
+	}
 	// The job's request variables are author input: they only narrow.
 	narrowed, err := b.Settings.Policy.NarrowRule(rule, p.Variable, b.Settings.Identity.Delivery.EnvPrefix)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 )
 
 // Grace periods of a canceled script: SIGTERM, then SIGKILL, each waited
@@ -106,6 +108,10 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		done <- execResult{code, err}
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
+	var revoked <-chan incident.Revocation
+	if st != nil && len(st.Credentials) > 0 {
+		revoked = s.watchRevocation(stopRefresh, p.ID)
+	}
 	if _, due := s.nextRefresh(st, subStage); due {
 		go func() {
 			defer close(refreshDone)
@@ -117,11 +123,16 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 
 	var res execResult
 	canceled := false
+	var revokedBy error
 	select {
 	case res = <-done:
 	case <-ctx.Done():
 		canceled = true
 		s.Log.Info("terminating script", "job", p.ID, "stage", subStage)
+		res = s.stopScript(build, user, done)
+	case r := <-revoked:
+		revokedBy = &BuildError{Err: &incident.RevokedError{Revocation: r}}
+		s.Log.Warn("credentials revoked: terminating script", "job", p.ID, "stage", subStage, "operator", r.By.String())
 		res = s.stopScript(build, user, done)
 	}
 	// A refresh under way completes (its token recorded, the old one
@@ -138,6 +149,9 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	}
 	if err := writeExitCodeFile(exitFile, res.code); err != nil {
 		return err
+	}
+	if revokedBy != nil {
+		return revokedBy
 	}
 	if res.code != 0 {
 		return &BuildError{Code: res.code}
@@ -214,6 +228,17 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 			}
 		})
 		cancel()
+		var locked *incident.LockedError
+		var revoked *incident.RevokedError
+		switch {
+		case errors.As(err, &revoked):
+			return // the revocation watch stops the script
+		case errors.As(err, &locked):
+			// No new token while the lock stands: the job keeps the
+			// one it has until it expires, and its next sub-stage fails.
+			fmt.Fprintf(s.Stderr, "%s\n", locked)
+			return
+		}
 		if err != nil {
 			s.Log.Warn("refreshing the token during a sub-stage failed; retrying", "job", p.ID, "error", err)
 			select {
@@ -253,8 +278,14 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, s
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRevoked(st); err != nil {
+		return nil, err
+	}
 	if len(st.Credentials) == 0 {
 		return st, nil
+	}
+	if err := CheckIncidentLocks(s.Settings.StateDir, JobFacts(st)); err != nil {
+		return nil, err
 	}
 	ledger := NewLedger(s.State, st)
 	refresh := s.Identity.NeedsRefresh(st, subStage)

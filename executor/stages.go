@@ -39,6 +39,9 @@ type Stages struct {
 	// OnReap, when set, sees the report of every reaper pass (the timer's
 	// and the bounded one of each prepare), for the metrics.
 	OnReap func(ReapReport)
+	// RevocationTicks paces a running sub-stage's look for a revocation
+	// marker (killswitch.go); nil ticks every second.
+	RevocationTicks func() (ticks <-chan time.Time, stop func())
 }
 
 // Environment variables GitLab Runner sets for every stage.

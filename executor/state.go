@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
@@ -70,6 +71,9 @@ type JobState struct {
 	// the SHA-256 of their content, so a sub-stage writes or removes only
 	// what changed.
 	Files map[string]string `json:"files,omitempty"`
+	// Revocation is set by `revoke`: the job gets no token again and its
+	// running script is stopped (killswitch.go).
+	Revocation *incident.Revocation `json:"revocation,omitempty"`
 }
 
 // LiveTokens counts the job's unrevoked tokens over all its credentials.

@@ -67,6 +67,9 @@ type AuditEvent struct {
 	// RequestedScopes are what the job asked for with its request
 	// variables (Scopes are what it was granted).
 	RequestedScopes []string `json:"requested_scopes,omitempty"`
+	// Operator is who ran a kill-switch command (revoke, lock, unlock):
+	// the OS user, and the sudo user behind it.
+	Operator string `json:"operator,omitempty"`
 }
 
 // AuditLog appends events as hash-chained JSON lines to Path
@@ -184,5 +187,6 @@ func (e AuditEvent) keyValues() []any {
 	opt("app_id", e.AppID)
 	kv = append(kv, "outcome", e.Outcome)
 	opt("reason", e.Reason)
+	opt("operator", e.Operator)
 	return kv
 }

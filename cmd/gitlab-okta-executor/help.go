@@ -125,6 +125,57 @@ to "Authorization: DPoP <token>", a new proof per request.
   --key-file F     the job's DPoP key (default $OKTA_DPOP_KEY_FILE)
   --token-file F   the job's access token (default $OKTA_ACCESS_TOKEN_FILE)
 `,
+	"status": `usage: gitlab-okta-executor status [--settings FILE] [--json]
+
+What is live on this host: every job with state (rule, mode, scopes, phase,
+age, each unrevoked token's jti and expiry, its app in app mode), the jobs
+whose cleanup left tokens it could not revoke (the reaper's work) and the
+incident locks. Never a token or key. Reads state without waiting for any
+job.
+
+  --json   print one JSON object
+`,
+	"revoke": `usage: gitlab-okta-executor revoke [--settings FILE] SELECTOR [--reason TEXT] [--fleet] [--wait D]
+
+Kill switch. Revokes every live token of the matching jobs on this host
+now (from their ledgers, under each job's lock), deactivates and deletes
+their app-mode job apps, and marks them revoked: a running script is
+stopped within a second and the job fails with
+"credentials revoked by <operator> at <time>: <reason>"; no stage gives
+the job a token again. Audited with the operator (the OS user, and
+SUDO_USER). Idempotent. To keep matching jobs from getting new tokens, run
+"lock" with the same selector first.
+
+SELECTOR is one of:
+  --all                every job
+  --project ID         jobs of this project id
+  --project-path GLOB  jobs whose project path matches (payload of runner 18.5+)
+  --job ID             one job
+  --rule NAME          jobs granted by this policy rule
+
+  --reason TEXT  shown in the jobs' logs and audited
+  --fleet        also find the matching app-mode job apps of every runner in
+                 Okta (name prefix and profile marker) and deactivate and
+                 delete them: one command reaches app-mode jobs on all hosts
+  --wait D       how long to wait for a job a stage is working on (default 30s)
+`,
+	"lock": `usage: gitlab-okta-executor lock [--settings FILE] SELECTOR --reason TEXT
+       gitlab-okta-executor lock [--settings FILE] --list
+
+Writes an incident lock (a 0600 file under state_dir/incident-locks) that
+prepare and every token refresh check: a matching job gets no new token and
+fails as a build failure naming the lock and its reason, until "unlock"
+with the same selector. Locking the same selector again updates its
+reason. SELECTOR as for revoke. Audited with the operator.
+
+  --reason TEXT  required: shown to every job the lock refuses
+  --list         list the locks
+`,
+	"unlock": `usage: gitlab-okta-executor unlock [--settings FILE] SELECTOR
+
+Removes the incident lock of exactly this selector (see lock --list).
+Audited with the operator.
+`,
 	"version": `usage: gitlab-okta-executor version
 
 Prints the version.

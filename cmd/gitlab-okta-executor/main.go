@@ -44,6 +44,10 @@ for the runner admin:
   policy     explain a job's decision, run policy tests, lint the policy
   reap       remove containers and credentials of jobs that are gone
   audit      verify the audit log's hash chain; ship it to syslog now
+  status     what is live on this host: jobs, token ids, apps, locks
+  revoke     kill switch: revoke matching jobs' tokens now and stop their scripts
+  lock       refuse new tokens to matching jobs; lock --list
+  unlock     lift a lock
 
 inside jobs:
   dpop-proof print a DPoP proof for a request (dpop-mode jobs)
@@ -121,6 +125,8 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return dispatchPreflight(ctx, cmd, args, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, args, stdout, stderr)
+	case "revoke", "lock", "unlock", "status":
+		return dispatchIncident(ctx, cmd, args, stdout, stderr, getenv)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

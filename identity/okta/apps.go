@@ -594,6 +594,12 @@ func policyClients(p *oktasdk.AuthorizationServerPolicy) []string {
 // left untouched. Tokens already issued stay valid until they expire or are
 // revoked, so revoke them first.
 func (m *AppManager) DeleteJobApp(ctx context.Context, appID string) error {
+	return m.deleteApp(ctx, appID, false)
+}
+
+// deleteApp deactivates and deletes a job app of this runner or, with
+// anyRunner, of any runner whose marker it carries.
+func (m *AppManager) deleteApp(ctx context.Context, appID string, anyRunner bool) error {
 	if appID == "" || strings.ContainsAny(appID, "/?#%") || strings.ContainsFunc(appID, isSpaceOrControl) {
 		return fmt.Errorf("okta delete app: invalid app id %q", appID)
 	}
@@ -610,7 +616,7 @@ func (m *AppManager) DeleteJobApp(ctx context.Context, appID string) error {
 	if app == nil {
 		return fmt.Errorf("okta read app %s: unexpected answer", appID)
 	}
-	if reason := m.notOurs(app.Label, app.Profile); reason != "" {
+	if reason := m.notJobApp(app.Label, app.Profile, anyRunner); reason != "" {
 		return &NotJobAppError{ID: appID, Name: app.Label, Reason: reason}
 	}
 	if app.Status != "INACTIVE" {
@@ -649,6 +655,12 @@ func (m *AppManager) AppStatus(ctx context.Context, appID string) (string, error
 // and whose profile marker names this runner. Apps without the marker are
 // never returned.
 func (m *AppManager) ListJobApps(ctx context.Context) ([]JobAppInfo, error) {
+	return m.listApps(ctx, false)
+}
+
+// listApps lists the job apps of this runner or, with anyRunner, of every
+// runner whose marker they carry.
+func (m *AppManager) listApps(ctx context.Context, anyRunner bool) ([]JobAppInfo, error) {
 	const op = "list apps"
 	var page []oktasdk.Application
 	apps, resp, err := m.sdk.Application.ListApplications(ctx, query.NewQueryParams(query.WithQ(m.prefix), query.WithLimit(listPageLimit)))
@@ -657,16 +669,17 @@ func (m *AppManager) ListJobApps(ctx context.Context) ([]JobAppInfo, error) {
 	}
 	var out []JobAppInfo
 	add := func(a *oktasdk.Application) {
-		if a == nil || m.notOurs(a.Label, a.Profile) != "" {
+		if a == nil || m.notJobApp(a.Label, a.Profile, anyRunner) != "" {
 			return
 		}
+		profile, _ := a.Profile.(map[string]any)
+		runner, _ := profile[ProfileRunnerKey].(string)
 		// Okta makes an OIDC app's client_id its app id; the generic
 		// Application type the SDK lists does not expose credentials.
-		info := JobAppInfo{ID: a.Id, ClientID: a.Id, Name: a.Label, Status: a.Status, RunnerID: m.runnerID, Labels: map[string]string{}}
+		info := JobAppInfo{ID: a.Id, ClientID: a.Id, Name: a.Label, Status: a.Status, RunnerID: runner, Labels: map[string]string{}}
 		if a.Created != nil {
 			info.Created = *a.Created
 		}
-		profile, _ := a.Profile.(map[string]any)
 		for k, v := range profile {
 			if lk, ok := strings.CutPrefix(k, ProfileLabelPrefix); ok && k != ProfileRunnerKey {
 				if s, ok := v.(string); ok {
@@ -696,16 +709,18 @@ func (m *AppManager) ListJobApps(ctx context.Context) ([]JobAppInfo, error) {
 	return out, nil
 }
 
-// notOurs returns why an app is not a job app of this runner, or "".
-func (m *AppManager) notOurs(label string, profile any) string {
+// notJobApp returns why an app is not a job app of this runner (with
+// anyRunner: of any runner), or "".
+func (m *AppManager) notJobApp(label string, profile any, anyRunner bool) string {
 	if !strings.HasPrefix(label, m.prefix) {
 		return fmt.Sprintf("label does not start with %q", m.prefix)
 	}
 	p, _ := profile.(map[string]any)
-	switch v, ok := p[ProfileRunnerKey]; {
-	case !ok:
+	v, ok := p[ProfileRunnerKey]
+	switch s, _ := v.(string); {
+	case !ok || s == "":
 		return "profile has no " + ProfileRunnerKey + " marker"
-	case v != m.runnerID:
+	case !anyRunner && s != m.runnerID:
 		return "profile marker names another runner"
 	}
 	return ""
