@@ -285,6 +285,11 @@ func (w *jobWorld) runExecutor(b *testing.B, ctx context.Context) (time.Duration
 	if err := checkJob(res); err != nil {
 		b.Fatal(err)
 	}
+	return total, phasesOf(res, total)
+}
+
+// phasesOf splits a job's total wall time by stage.
+func phasesOf(res *harness.Result, total time.Duration) jobPhases {
 	var p jobPhases
 	for _, s := range res.Stages {
 		switch {
@@ -299,7 +304,7 @@ func (w *jobWorld) runExecutor(b *testing.B, ctx context.Context) (time.Duration
 		}
 	}
 	p.harness = total - p.config - p.prepare - p.run - p.cleanup
-	return total, p
+	return p
 }
 
 // runDirect runs one direct job.
@@ -428,21 +433,27 @@ func directExec(ctx context.Context, cli *client.Client, id, script string) erro
 // removeAll removes whatever the benchmark left: containers and networks
 // of the runner and of the direct program, and both cache volumes.
 func (w *jobWorld) removeAll() {
+	removeRunnerResources(w.cli, w.runnerID, w.directCache)
+}
+
+// removeRunnerResources removes the containers and networks labelled as a
+// runner's, its project cache volume and the extra volumes named.
+func removeRunnerResources(cli *client.Client, runnerID string, volumes ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sel := filters.NewArgs(filters.Arg("label", labelPrefix+"runner="+w.runnerID))
-	if cs, err := w.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: sel}); err == nil {
+	sel := filters.NewArgs(filters.Arg("label", labelPrefix+"runner="+runnerID))
+	if cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: sel}); err == nil {
 		for _, c := range cs {
-			_ = w.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		}
 	}
-	if ns, err := w.cli.NetworkList(ctx, network.ListOptions{Filters: sel}); err == nil {
+	if ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: sel}); err == nil {
 		for _, n := range ns {
-			_ = w.cli.NetworkRemove(ctx, n.ID)
+			_ = cli.NetworkRemove(ctx, n.ID)
 		}
 	}
-	for _, v := range []string{"gitlab-okta-" + w.runnerID + "-cache-project-1-non-protected", w.directCache} {
-		_ = w.cli.VolumeRemove(ctx, v, true)
+	for _, v := range append([]string{"gitlab-okta-" + runnerID + "-cache-project-1-non-protected"}, volumes...) {
+		_ = cli.VolumeRemove(ctx, v, true)
 	}
 }
 
