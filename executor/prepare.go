@@ -211,9 +211,9 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	}
 
 	if st.Identity != nil {
-		if err := s.writeSecretFiles(ctx, buildID, st); err != nil {
-			return err
-		}
+		// Delivered by the first sub-stage's exec (delivery.go): no exec
+		// of its own.
+		st.FilesPending = len(s.Identity.SecretFiles(st)) > 0
 		if cur := st.Identity.Current(); cur != nil {
 			s.jobf("Okta identity: rule %q (%s), scopes %s, expires %s, token file %s", st.Identity.Rule, st.Identity.Mode,
 				strings.Join(st.Identity.Scopes, " "), cur.ExpiresAt.UTC().Format(time.RFC3339), s.Identity.TokenFile())

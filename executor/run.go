@@ -96,18 +96,26 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	// container and then wait for the exec to report how it ended.
 	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelExec()
+	spec := ExecSpec{
+		Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
+		Stdin: script, Stdout: stdout, Stderr: stderr,
+	}
+	pending, err := s.startDelivery(&spec, st)
+	if err != nil {
+		return err
+	}
 	go func() {
-		code, err := s.Runtime.Exec(execCtx, build, ExecSpec{
-			Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
-			Stdin: script, Stdout: stdout, Stderr: stderr,
-		})
+		code, err := s.Runtime.Exec(execCtx, build, spec)
 		done <- execResult{code, err}
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
 	if st != nil && st.Identity != nil && st.Identity.Current() != nil {
 		go func() {
 			defer close(refreshDone)
-			s.refreshWhileRunning(stopRefresh, p, build, st, stdout, stderr)
+			// A refresh must not write the file before the delivery does.
+			if pending.waitConfirmed(stopRefresh) {
+				s.refreshWhileRunning(stopRefresh, p, build, st, stdout, stderr)
+			}
 		}()
 	} else {
 		close(refreshDone)
@@ -126,10 +134,14 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	// revoked) before the stage ends.
 	close(stopRefresh)
 	<-refreshDone
+	deliveryErr := s.finishDelivery(p.ID, pending)
 	flushErr := errors.Join(stdout.Flush(), stderr.Flush())
 	s.Log.Debug("sub-stage finished", "job", p.ID, "stage", subStage, "exit_code", res.code, "canceled", canceled, "duration", s.now().Sub(start))
 	if res.err != nil {
 		return fmt.Errorf("running %s in %s: %w", subStage, build, res.err)
+	}
+	if deliveryErr != nil {
+		return fmt.Errorf("running %s in %s: %w", subStage, build, deliveryErr)
 	}
 	if flushErr != nil {
 		return fmt.Errorf("writing output of %s: %w", subStage, flushErr)
@@ -253,6 +265,12 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	}
 	if err := s.writeSecretFiles(ctx, containerID, st); err != nil {
 		return nil, err
+	}
+	if st.FilesPending {
+		st.FilesPending = false
+		if err := save(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.Identity.RevokeStale(ctx, st, save); err != nil {
 		s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)

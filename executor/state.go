@@ -60,6 +60,10 @@ type JobState struct {
 	// (payload, id_token, predefined_variable or absent), for the audit.
 	ClaimSources map[string]string `json:"claim_sources,omitempty"`
 	Identity     *IdentityState    `json:"identity,omitempty"`
+	// FilesPending: the identity's files are not in the build container
+	// yet; the next run call delivers them in its script's exec
+	// (delivery.go).
+	FilesPending bool `json:"files_pending,omitempty"`
 }
 
 // IdentityState is the job's identity grant and its token ledger.
