@@ -76,7 +76,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	var st *JobState
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		if st, err = s.refreshIdentity(ctx, p, build, nil); err != nil {
+		if st, err = s.refreshIdentity(ctx, p, build, false, nil); err != nil {
 			return err
 		}
 		if st != nil {
@@ -193,11 +193,14 @@ const (
 	refreshBudget = 3 * time.Minute
 )
 
-// refreshWhileRunning keeps the token file fresh while a long sub-stage
-// runs, until stop is closed: when the token enters the refresh margin it
-// is replaced as before a sub-stage, and the new token is masked before it
-// is written. A refresh that has started is never abandoned halfway. The
-// exec's environment cannot change, so long-running jobs read the file.
+// refreshWhileRunning keeps the token file fresh while a sub-stage runs,
+// until stop is closed: refreshAhead before the token's planned refresh
+// (refresh_ahead.go) it is replaced as before a sub-stage, and the new
+// token is masked before it is written; so a refresh falling due at the
+// boundary to the next sub-stage is done here, not by the next one before
+// its script starts. A refresh that has started is never abandoned
+// halfway. The exec's environment cannot change, so long-running jobs
+// read the file.
 func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build string, st *JobState, maskers ...Masker) {
 	margin := s.Settings.Identity.RefreshMargin.Duration
 	for {
@@ -207,17 +210,17 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 		}
 		// The plan recorded at issuance already compares the margin with
 		// the lifetime Okta returned and keeps MinRefreshInterval.
-		wait := cur.RefreshDue(margin).Sub(s.now())
+		wait := refreshAheadAt(cur, margin).Sub(s.now())
 		if wait < time.Second {
 			wait = time.Second
 		}
 		select {
 		case <-stop:
 			return
-		case <-time.After(wait):
+		case <-s.after(wait):
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
-		next, err := s.refreshIdentity(rctx, p, build, func(next *JobState) {
+		next, err := s.refreshIdentity(rctx, p, build, true, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
@@ -230,7 +233,7 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 			select {
 			case <-stop:
 				return
-			case <-time.After(refreshRetry):
+			case <-s.after(refreshRetry):
 			}
 			continue
 		}
@@ -239,8 +242,9 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 }
 
 // refreshIdentity replaces a token close to expiry before the sub-stage
-// starts: new token, new file, then the old token revoked.
-func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string, beforeWrite func(*JobState)) (*JobState, error) {
+// starts: new token, new file, then the old token revoked. ahead (the
+// refresher of a running sub-stage) replaces it from refreshAheadAt on.
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string, ahead bool, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
 		return nil, err
@@ -253,7 +257,10 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	if err != nil {
 		return nil, err
 	}
-	if st.Identity == nil || !s.Identity.NeedsRefresh(st) {
+	if st.Identity == nil {
+		return st, nil
+	}
+	if !s.Identity.NeedsRefresh(st) && !(ahead && s.dueAhead(st)) {
 		return st, nil
 	}
 	save := func() error { return s.State.Save(st) }

@@ -24,6 +24,9 @@ type Stages struct {
 	Identity Identity
 	Log      hclog.Logger
 	Now      func() time.Time
+	// After is the timer of the background token refresher; nil is
+	// time.After.
+	After func(time.Duration) <-chan time.Time
 	// Stdout and Stderr are the stage's output streams: the job log for
 	// config (stderr only), prepare and run, the runner's log for cleanup.
 	Stdout, Stderr io.Writer
