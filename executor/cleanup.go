@@ -28,19 +28,26 @@ func (s *Stages) Cleanup(ctx context.Context) error {
 		s.Log.Warn("reading job state", "job", p.ID, "error", err)
 	}
 	start := s.now()
-	err = s.teardown(ctx, p.ID, st, "cleanup")
+	var ledger *Ledger
+	if st != nil {
+		ledger = NewLedger(s.State, st)
+	}
+	err = s.teardown(ctx, p.ID, ledger, "cleanup")
 	s.Log.Info("cleaned up", "job", p.ID, "duration", s.now().Sub(start), "ok", err == nil)
 	return err
 }
 
-// teardown revokes, removes and forgets one job. st may be nil (no state).
+// teardown revokes, removes and forgets one job. l may be nil (no state).
 // The caller holds the job's lock.
-func (s *Stages) teardown(ctx context.Context, jobID int64, st *JobState, reason string) error {
+func (s *Stages) teardown(ctx context.Context, jobID int64, l *Ledger, reason string) error {
 	var errs []error
+	var st *JobState
+	if l != nil {
+		st = l.State()
+	}
 	revoked := true
-	if st != nil && st.Identity != nil && s.Identity != nil {
-		save := func() error { return s.State.Save(st) }
-		if err := s.Identity.RevokeAll(ctx, st, save, reason); err != nil {
+	if st != nil && len(st.Credentials) > 0 && s.Identity != nil {
+		if err := s.Identity.RevokeAll(ctx, l, reason); err != nil {
 			errs = append(errs, err)
 			revoked = false
 		}
@@ -63,11 +70,11 @@ func (s *Stages) teardown(ctx context.Context, jobID int64, st *JobState, reason
 		// Keep the state until every token is revoked and every
 		// container confirmed gone, so the reaper finds the job by its
 		// state and takes it at once.
-		st.Phase = PhaseFinished
+		phase := PhaseFinished
 		if !removed {
-			st.Phase = PhaseCleanupFailed
+			phase = PhaseCleanupFailed
 		}
-		if err := s.State.Save(st); err != nil {
+		if err := l.Update(func(st *JobState) { st.Phase = phase }); err != nil {
 			errs = append(errs, err)
 		}
 	}

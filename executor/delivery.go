@@ -32,7 +32,8 @@ import (
 //
 //	nonce
 //	number of files
-//	per file: path, number of lines N, then its content as N lines
+//	per file: path, number of lines N, then its content as N lines;
+//	or path and "-" for a file the sub-stage must not see (removed)
 //
 // A file's content is its lines joined by "\n": content ending in a
 // newline has an empty last line.
@@ -45,10 +46,11 @@ goe_deliver() {
   umask 0377
   while [ "$n" -gt 0 ]; do
     IFS= read -r f && IFS= read -r k || return 1
+    n=$((n-1))
+    if [ "$k" = - ]; then rm -f "$f" || return 1; continue; fi
     t="$f.new.$$"
     { i=0; while [ "$i" -lt "$k" ]; do IFS= read -r l || return 1; [ "$i" -eq 0 ] || printf '\n'; printf '%s' "$l"; i=$((i+1)); done; } > "$t" || return 1
     mv -f "$t" "$f" || return 1
-    n=$((n-1))
   done
 }
 if goe_err=$(goe_deliver 2>&1); then printf '%s ok\n' "$goe_nonce" >&2; else printf '%s failed\n%s\n' "$goe_nonce" "$goe_err" >&2; exit 1; fi
@@ -60,6 +62,10 @@ func deliveryPreamble(nonce string, files []SecretFile) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n%d\n", nonce, len(files))
 	for _, f := range files {
+		if f.Remove {
+			fmt.Fprintf(&b, "%s\n-\n", f.Path)
+			continue
+		}
 		lines := strings.Split(f.Content, "\n")
 		fmt.Fprintf(&b, "%s\n%d\n", f.Path, len(lines))
 		for _, l := range lines {
@@ -194,11 +200,11 @@ func (r *deliveryReport) Flush() error {
 
 // startDelivery prepares the exec of a sub-stage to deliver the job's
 // files when prepare left them pending; nil when there is nothing to do.
-func (s *Stages) startDelivery(spec *ExecSpec, st *JobState) (*delivery, error) {
-	if st == nil || !st.FilesPending || st.Identity == nil {
+func (s *Stages) startDelivery(spec *ExecSpec, st *JobState, subStage string) (*delivery, error) {
+	if st == nil || !st.FilesPending || len(st.Credentials) == 0 || s.Identity == nil {
 		return nil, nil
 	}
-	files := s.Identity.SecretFiles(st)
+	files := s.Identity.Files(st, subStage)
 	if len(files) == 0 {
 		return nil, nil
 	}

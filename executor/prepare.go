@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
-
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // ShellProbe starts the first shell found, in the order the Docker
@@ -35,10 +31,6 @@ fi
 // runnerBinaryTarget is where the gitlab-runner binary appears in the build
 // container; /usr/local/bin is on every image's default PATH.
 const runnerBinaryTarget = "/usr/local/bin/gitlab-runner"
-
-// selfBinaryTarget is where a dpop-mode job finds this executor, for
-// `gitlab-okta-executor dpop-proof`.
-const selfBinaryTarget = "/usr/local/bin/gitlab-okta-executor"
 
 // opportunisticReap bounds the reap every prepare runs, so a busy host
 // cleans up after crashed jobs without a timer and without slowing jobs.
@@ -137,8 +129,8 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		Timeout: p.RunnerInfo.Timeout, Attempt: s.Getenv(envAttempt), Phase: PhasePreparing,
 		User: s.Settings.Docker.User,
 	}
-	save := func() error { return s.State.Save(st) }
-	if err := save(); err != nil {
+	ledger := NewLedger(s.State, st)
+	if err := ledger.Save(); err != nil {
 		return err
 	}
 	defer func() {
@@ -149,13 +141,17 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		// even if the runner never calls cleanup.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if terr := s.teardown(tctx, p.ID, st, "prepare failed"); terr != nil {
+		if terr := s.teardown(tctx, p.ID, ledger, "prepare failed"); terr != nil {
 			s.Log.Warn("teardown after failed prepare", "job", p.ID, "error", terr)
 		}
 	}()
 
 	if s.Identity != nil {
-		if err := s.Identity.Grant(ctx, p, st, save); err != nil {
+		// The decision first: a denial leaves nothing to revoke.
+		if err := s.Identity.Authorize(ctx, p, st); err != nil {
+			return err
+		}
+		if err := s.Identity.Issue(ctx, ledger); err != nil {
 			return err
 		}
 	}
@@ -179,7 +175,7 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 			Cmd: svc.command, Env: svc.env, Labels: jobLabels(s.Settings.RunnerID, p, "service", st.CreatedAt),
 			NetworkID: netID, NetworkAliases: svc.aliases,
 			Privileged: svc.privileged, CapDrop: []string{"ALL"}, CapAdd: s.Settings.Docker.CapAdd,
-			SecurityOpt: s.securityOpt(), MemoryBytes: s.Settings.Docker.memoryBytes, NanoCPUs: s.Settings.Docker.nanoCPUs,
+			SecurityOpt: s.securityOpt(), MemoryBytes: s.Settings.Docker.MemoryBytes(), NanoCPUs: s.Settings.Docker.NanoCPUs(),
 		})
 		if err != nil {
 			return fmt.Errorf("starting service %s: %w", svc.ref, err)
@@ -203,26 +199,22 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		Mounts:     mounts,
 		Privileged: plan.build.privileged, CapDrop: []string{"ALL"}, CapAdd: s.Settings.Docker.CapAdd,
 		SecurityOpt: s.securityOpt(), Devices: s.Settings.Docker.Devices,
-		MemoryBytes: s.Settings.Docker.memoryBytes, NanoCPUs: s.Settings.Docker.nanoCPUs,
+		MemoryBytes: s.Settings.Docker.MemoryBytes(), NanoCPUs: s.Settings.Docker.NanoCPUs(),
 		ExtraHosts: s.Settings.Docker.ExtraHosts,
 	})
 	if err != nil {
 		return fmt.Errorf("starting build container: %w", err)
 	}
 
-	if st.Identity != nil {
-		// Delivered by the first sub-stage's exec (delivery.go): no exec
-		// of its own.
-		st.FilesPending = len(s.Identity.SecretFiles(st)) > 0
-		if cur := st.Identity.Current(); cur != nil {
-			s.jobf("Okta identity: rule %q (%s), scopes %s, expires %s, token file %s", st.Identity.Rule, st.Identity.Mode,
-				strings.Join(st.Identity.Scopes, " "), cur.ExpiresAt.UTC().Format(time.RFC3339), s.Identity.TokenFile())
-		} else {
-			s.jobf("Okta identity: rule %q (%s), scopes %s: app credentials delivered", st.Identity.Rule, st.Identity.Mode, strings.Join(st.Identity.Scopes, " "))
+	if s.Identity != nil && len(st.Credentials) > 0 {
+		for _, line := range s.Identity.Describe(st) {
+			s.jobf("%s", line)
 		}
 	}
-	st.Phase = PhaseReady
-	if err := save(); err != nil {
+	// The identity's files are delivered by the first sub-stage's exec
+	// (delivery.go), not by an exec of their own.
+	pending := s.Identity != nil && len(st.Credentials) > 0
+	if err := ledger.Update(func(st *JobState) { st.Phase, st.FilesPending = PhaseReady, pending }); err != nil {
 		return err
 	}
 	s.Log.Info("prepared", "job", p.ID, "container", shortID(buildID), "services", len(plan.services), "duration", s.now().Sub(start))
@@ -338,18 +330,11 @@ func (s *Stages) buildMounts(p *Payload, runnerBin string, st *JobState) ([]Moun
 		{Type: MountBind, Source: runnerBin, Target: runnerBinaryTarget, ReadOnly: true},
 	}
 	if s.Identity != nil {
-		// The token directory is a tmpfs only this container sees; the
-		// sticky bit lets the script user create its 0400 file without
-		// the directory belonging to it.
-		mounts = append(mounts, Mount{Type: MountTmpfs, Target: path.Dir(s.Identity.TokenFile()), TmpfsMode: 0o1777, TmpfsSize: 1 << 20})
-	}
-	if st.Identity != nil && st.Identity.Mode == identity.ModeDPoP {
-		// The job signs its DPoP proofs with this same (static) binary.
-		self, err := os.Executable()
+		ms, err := s.Identity.Mounts(st)
 		if err != nil {
-			return nil, fmt.Errorf("finding the executor binary for dpop-proof: %w", err)
+			return nil, err
 		}
-		mounts = append(mounts, Mount{Type: MountBind, Source: self, Target: selfBinaryTarget, ReadOnly: true})
+		mounts = append(mounts, ms...)
 	}
 	for _, v := range s.Settings.Docker.Volumes {
 		m, err := parseVolume(v)

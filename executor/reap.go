@@ -154,15 +154,13 @@ func (s *Stages) Reap(ctx context.Context, opts ReapOptions) (ReapReport, error)
 			continue
 		}
 		tokens := 0
-		if st != nil && st.Identity != nil {
-			for _, t := range st.Identity.Tokens {
-				if !t.Revoked {
-					tokens++
-				}
-			}
+		var ledger *Ledger
+		if st != nil {
+			tokens = st.LiveTokens()
+			ledger = NewLedger(s.State, st)
 		}
 		s.Log.Info("reaping job", "job", id, "why", why, "containers", c.containers, "networks", c.networks, "tokens", tokens)
-		if err := s.teardown(ctx, id, st, "reap"); err != nil {
+		if err := s.teardown(ctx, id, ledger, "reap"); err != nil {
 			errs = append(errs, fmt.Errorf("reaping job %d: %w", id, err))
 		} else {
 			rep.Jobs++

@@ -76,11 +76,11 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	var st *JobState
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		if st, err = s.refreshIdentity(ctx, p, build, false, nil); err != nil {
+		if st, err = s.refreshIdentity(ctx, p, build, subStage, 0, nil); err != nil {
 			return err
 		}
 		if st != nil {
-			env = s.Identity.ExecEnv(st)
+			env = s.Identity.Env(st, subStage)
 			user = st.User
 			secrets = s.Identity.Secrets(st)
 		}
@@ -100,7 +100,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
 		Stdin: script, Stdout: stdout, Stderr: stderr,
 	}
-	pending, err := s.startDelivery(&spec, st)
+	pending, err := s.startDelivery(&spec, st, subStage)
 	if err != nil {
 		return err
 	}
@@ -109,12 +109,12 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		done <- execResult{code, err}
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
-	if st != nil && st.Identity != nil && st.Identity.Current() != nil {
+	if _, due := s.nextRefresh(st); due {
 		go func() {
 			defer close(refreshDone)
-			// A refresh must not write the file before the delivery does.
+			// A refresh must not write the files before the delivery does.
 			if pending.waitConfirmed(stopRefresh) {
-				s.refreshWhileRunning(stopRefresh, p, build, st, stdout, stderr)
+				s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
 			}
 		}()
 	} else {
@@ -194,23 +194,21 @@ const (
 )
 
 // refreshWhileRunning keeps the token file fresh while a sub-stage runs,
-// until stop is closed: refreshAhead before the token's planned refresh
-// (refresh_ahead.go) it is replaced as before a sub-stage, and the new
-// token is masked before it is written; so a refresh falling due at the
-// boundary to the next sub-stage is done here, not by the next one before
-// its script starts. A refresh that has started is never abandoned
-// halfway. The exec's environment cannot change, so long-running jobs
-// read the file.
-func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build string, st *JobState, maskers ...Masker) {
-	margin := s.Settings.Identity.RefreshMargin.Duration
+// until stop is closed: refreshAhead before a token enters the refresh
+// margin it is replaced as before a sub-stage, and the new token is masked
+// before it is written; so a refresh falling due at the boundary to the
+// next sub-stage is done here, not by the next one before its script
+// starts. A refresh that has started is never abandoned halfway. The
+// exec's environment cannot change, so long-running jobs read the file.
+func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, subStage string, st *JobState, maskers ...Masker) {
 	for {
-		cur := st.Identity.Current()
-		if cur == nil {
+		due, ok := s.nextRefresh(st)
+		if !ok {
 			return
 		}
 		// The plan recorded at issuance already compares the margin with
-		// the lifetime Okta returned and keeps MinRefreshInterval.
-		wait := refreshAheadAt(cur, margin).Sub(s.now())
+		// the lifetime Okta returned and keeps the refresh floor.
+		wait := due.Sub(s.now())
 		if wait < time.Second {
 			wait = time.Second
 		}
@@ -220,7 +218,7 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 		case <-s.after(wait):
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
-		next, err := s.refreshIdentity(rctx, p, build, true, func(next *JobState) {
+		next, err := s.refreshIdentity(rctx, p, build, subStage, refreshAhead, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
@@ -241,10 +239,20 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build str
 	}
 }
 
-// refreshIdentity replaces a token close to expiry before the sub-stage
-// starts: new token, new file, then the old token revoked. ahead (the
-// refresher of a running sub-stage) replaces it from refreshAheadAt on.
-func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID string, ahead bool, beforeWrite func(*JobState)) (*JobState, error) {
+// nextRefresh is when the refresher of a running sub-stage replaces a
+// token next (refreshAhead before it is due); false without an identity or
+// a token to refresh.
+func (s *Stages) nextRefresh(st *JobState) (time.Time, bool) {
+	if st == nil || s.Identity == nil || len(st.Credentials) == 0 {
+		return time.Time{}, false
+	}
+	return s.Identity.NextRefresh(st, refreshAhead)
+}
+
+// refreshIdentity replaces a token due for refresh within the next
+// within (0 before the sub-stage starts, refreshAhead while it runs): new
+// token, new file, then the old token revoked.
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, subStage string, within time.Duration, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
 		return nil, err
@@ -257,29 +265,25 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 	if err != nil {
 		return nil, err
 	}
-	if st.Identity == nil {
+	if len(st.Credentials) == 0 || !s.Identity.NeedsRefresh(st, within) {
 		return st, nil
 	}
-	if !s.Identity.NeedsRefresh(st) && !(ahead && s.dueAhead(st)) {
-		return st, nil
-	}
-	save := func() error { return s.State.Save(st) }
-	if err := s.Identity.Reissue(ctx, st, save); err != nil {
+	ledger := NewLedger(s.State, st)
+	if err := s.Identity.Refresh(ctx, ledger, within); err != nil {
 		return nil, fmt.Errorf("refreshing the job's token: %w", err)
 	}
 	if beforeWrite != nil {
 		beforeWrite(st)
 	}
-	if err := s.writeSecretFiles(ctx, containerID, st); err != nil {
+	if err := s.writeSecretFiles(ctx, containerID, st.User, s.Identity.Files(st, subStage)); err != nil {
 		return nil, err
 	}
 	if st.FilesPending {
-		st.FilesPending = false
-		if err := save(); err != nil {
+		if err := ledger.Update(func(st *JobState) { st.FilesPending = false }); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.Identity.RevokeStale(ctx, st, save); err != nil {
+	if err := s.Identity.RevokeStale(ctx, ledger); err != nil {
 		s.Log.Warn("revoking the replaced token failed; cleanup retries", "job", p.ID, "error", err)
 	}
 	return st, nil
@@ -287,14 +291,17 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID st
 
 // writeSecretFiles puts the identity's files in the container's tmpfs as
 // 0400 files of the script user, each replacing any previous one
-// atomically. Contents travel on the exec's stdin: never in arguments or
-// environment.
-func (s *Stages) writeSecretFiles(ctx context.Context, containerID string, st *JobState) error {
-	for _, f := range s.Identity.SecretFiles(st) {
+// atomically, and removes those a sub-stage must not see. Contents travel
+// on the exec's stdin: never in arguments or environment.
+func (s *Stages) writeSecretFiles(ctx context.Context, containerID, user string, files []SecretFile) error {
+	for _, f := range files {
 		script := fmt.Sprintf(`set -e; umask 0377; t=%[1]s.new.$$; cat > "$t"; mv -f "$t" %[1]s`, shellQuote(f.Path))
+		if f.Remove {
+			script = fmt.Sprintf(`rm -f %s`, shellQuote(f.Path))
+		}
 		var stderr strings.Builder
 		code, err := s.Runtime.Exec(ctx, containerID, ExecSpec{
-			Cmd: []string{"sh", "-c", script}, User: st.User,
+			Cmd: []string{"sh", "-c", script}, User: user,
 			Stdin: strings.NewReader(f.Content), Stdout: io.Discard, Stderr: &stderr,
 		})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,6 +104,13 @@ type DockerSettings struct {
 	nanoCPUs    int64
 }
 
+// MemoryBytes is docker.memory in bytes (0: no limit), set by Validate.
+func (d *DockerSettings) MemoryBytes() int64 { return d.memoryBytes }
+
+// NanoCPUs is docker.cpus in billionths of a CPU (0: no limit), set by
+// Validate.
+func (d *DockerSettings) NanoCPUs() int64 { return d.nanoCPUs }
+
 // Duration is a time.Duration written as "90s" or "5m" in TOML; the same
 // type the policy's rule lifetimes use.
 type Duration = identity.Duration
@@ -123,13 +131,14 @@ func LoadSettings(file string) (*Settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Validate(); err != nil {
+	v, err := s.Validate()
+	if err != nil {
 		problems = append(problems, err)
 	}
 	if err := errors.Join(problems...); err != nil {
 		return nil, fmt.Errorf("invalid settings %s: %w", file, err)
 	}
-	return s, nil
+	return v, nil
 }
 
 func (s *Settings) applyDefaults() {
@@ -171,8 +180,21 @@ func (s *Settings) applyDefaults() {
 	s.GitLab.URL = strings.TrimRight(s.GitLab.URL, "/")
 }
 
-// Validate checks every setting and returns all problems joined.
-func (s *Settings) Validate() error {
+// Validate checks every setting and returns all problems joined, or the
+// validated settings: a copy of s with the values resolved on the way (key
+// files read, sizes parsed, the audit log's default path). s itself is not
+// changed, so a caller never holds half-validated settings.
+func (s *Settings) Validate() (*Settings, error) {
+	r := *s
+	r.Policy.Rules = slices.Clone(s.Policy.Rules)
+	if err := r.resolve(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// resolve validates the copy Validate made, writing what it resolves.
+func (s *Settings) resolve() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !runnerIDPattern.MatchString(s.RunnerID) {

@@ -24,8 +24,8 @@ type Stages struct {
 	Identity Identity
 	Log      hclog.Logger
 	Now      func() time.Time
-	// After is the timer of the background token refresher; nil is
-	// time.After.
+	// After is the timer of waits inside a stage (refresh during a
+	// sub-stage); nil means time.After.
 	After func(time.Duration) <-chan time.Time
 	// Stdout and Stderr are the stage's output streams: the job log for
 	// config (stderr only), prepare and run, the runner's log for cleanup.
@@ -53,6 +53,13 @@ func (s *Stages) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
+}
+
+func (s *Stages) after(d time.Duration) <-chan time.Time {
+	if s.After != nil {
+		return s.After(d)
+	}
+	return time.After(d)
 }
 
 func (s *Stages) payload() (*Payload, error) {

@@ -15,12 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
 )
 
 // stateVersion is bumped whenever JobState changes incompatibly; a stage
-// refuses state of another version instead of misreading it.
-const stateVersion = 1
+// refuses state of a version it does not know instead of misreading it.
+// Version 1 (one credential under "identity") is still read.
+const stateVersion = 2
 
 // Job phases recorded in state.
 const (
@@ -59,60 +61,52 @@ type JobState struct {
 	// ClaimSources says where each claim the policy binds came from
 	// (payload, id_token, predefined_variable or absent), for the audit.
 	ClaimSources map[string]string `json:"claim_sources,omitempty"`
-	Identity     *IdentityState    `json:"identity,omitempty"`
+	// Credentials are the job's granted credentials and their ledgers
+	// (identity.Credential); empty when the job has no identity. The file
+	// holding them is 0600 in a 0700 directory and is deleted once every
+	// token is revoked.
+	Credentials []*identity.Credential `json:"credentials,omitempty"`
 	// FilesPending: the identity's files are not in the build container
 	// yet; the next run call delivers them in its script's exec
 	// (delivery.go).
 	FilesPending bool `json:"files_pending,omitempty"`
 }
 
-// IdentityState is the job's identity grant and its token ledger.
-type IdentityState struct {
-	Rule     string   `json:"rule"`
-	Mode     string   `json:"mode"`
-	Issuer   string   `json:"issuer"`
-	Scopes   []string `json:"scopes"`
-	Lifetime int64    `json:"lifetime_seconds"`
-	// DPoPKey is the PEM of the job's DPoP proof key (dpop mode only).
-	DPoPKey string `json:"dpop_key,omitempty"`
-	// App is the job's own Okta service app (app mode only).
-	App *AppState `json:"app,omitempty"`
-	// RefreshAdjusted records that the job log and the audit log were told
-	// the refresh margin had to be adjusted to the lifetime Okta returns,
-	// so they are told once per job.
-	RefreshAdjusted bool `json:"refresh_adjusted,omitempty"`
-	// Tokens lists every token issued for the job, oldest first. The file
-	// holding it is 0600 in a 0700 directory and is deleted once every
-	// token is revoked.
-	Tokens []LedgerEntry `json:"tokens"`
-}
-
-// LedgerEntry is one issued token.
-type LedgerEntry struct {
-	// Token is the access token itself: revocation (RFC 7009) needs it.
-	Token     string    `json:"token"`
-	Issuer    string    `json:"issuer"`
-	JTI       string    `json:"jti"`
-	ClientID  string    `json:"client_id"`
-	IssuedAt  time.Time `json:"issued_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	RequestID string    `json:"request_id"`
-	Revoked   bool      `json:"revoked"`
-	// RefreshAt is when the token is to be replaced (see PlanRefresh).
-	RefreshAt time.Time `json:"refresh_at,omitzero"`
-}
-
-// Current returns the newest unrevoked token, or nil.
-func (s *IdentityState) Current() *LedgerEntry {
-	if s == nil {
-		return nil
+// LiveTokens counts the job's unrevoked tokens over all its credentials.
+func (st *JobState) LiveTokens() int {
+	n := 0
+	for _, c := range st.Credentials {
+		n += c.Live()
 	}
-	for i := len(s.Tokens) - 1; i >= 0; i-- {
-		if !s.Tokens[i].Revoked {
-			return &s.Tokens[i]
+	return n
+}
+
+// stateFile is what a state file may hold: the current JobState, or one
+// written by version 1 of this executor, whose single credential sat in
+// "identity". Such a file is read as one unnamed credential, so a job
+// prepared before an upgrade is still cleaned up and reaped.
+type stateFile struct {
+	JobState
+	Identity *identity.Credential `json:"identity,omitempty"`
+}
+
+// decodeState parses a state file of any version this executor reads.
+func decodeState(jobID int64, b []byte) (*JobState, error) {
+	var f stateFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("parsing state of job %d: %w", jobID, err)
+	}
+	switch f.Version {
+	case stateVersion:
+	case 1:
+		if f.Identity != nil {
+			f.Credentials = []*identity.Credential{f.Identity}
 		}
+		f.Version = stateVersion
+	default:
+		return nil, fmt.Errorf("loading state of job %d: version %d, this executor reads %d", jobID, f.Version, stateVersion)
 	}
-	return nil
+	return &f.JobState, nil
 }
 
 // ErrNoState is returned when a job has no state.
@@ -181,14 +175,7 @@ func (f *FileStore) Load(jobID int64) (*JobState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading state of job %d: %w", jobID, err)
 	}
-	var st JobState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parsing state of job %d: %w", jobID, err)
-	}
-	if st.Version != stateVersion {
-		return nil, fmt.Errorf("loading state of job %d: version %d, this executor reads %d", jobID, st.Version, stateVersion)
-	}
-	return &st, nil
+	return decodeState(jobID, b)
 }
 
 // Save implements StateStore.
@@ -337,11 +324,7 @@ func (m *MemStore) Load(jobID int64) (*JobState, error) {
 	if !ok {
 		return nil, fmt.Errorf("loading state of job %d: %w", jobID, ErrNoState)
 	}
-	var st JobState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parsing state of job %d: %w", jobID, err)
-	}
-	return &st, nil
+	return decodeState(jobID, b)
 }
 
 // Save implements StateStore; it stores a copy, as the file store does.

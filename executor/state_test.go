@@ -1,11 +1,16 @@
 package executor
 
 import (
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
 // runStoreContract is the one suite every StateStore passes. reopen
@@ -22,7 +27,7 @@ func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, fun
 		s, reopen := newStore(t)
 		prot := true
 		st := &JobState{JobID: 7, ProjectID: 3, Protected: &prot, CreatedAt: time.Unix(1700000000, 0).UTC(), Phase: PhaseReady,
-			Identity: &IdentityState{Rule: "r", Tokens: []LedgerEntry{{Token: "t1", Revoked: true}, {Token: "t2"}}}}
+			Credentials: []*identity.Credential{{Rule: "r", Tokens: []identity.LedgerEntry{{Token: "t1", Revoked: true}, {Token: "t2"}}}}}
 		if err := s.Save(st); err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +43,7 @@ func runStoreContract(t *testing.T, newStore func(t *testing.T) (StateStore, fun
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Phase != PhaseReady || *got.Protected != true || got.Identity.Current().Token != "t2" || !got.CreatedAt.Equal(st.CreatedAt) {
+			if got.Phase != PhaseReady || *got.Protected != true || len(got.Credentials) != 1 || got.Credentials[0].Current().Token != "t2" || !got.CreatedAt.Equal(st.CreatedAt) {
 				t.Errorf("loaded %+v", got)
 			}
 			ids, err := store.List()
@@ -251,4 +256,75 @@ func waitForWaiter(t *testing.T, root string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("the second locker never opened the lock file")
+}
+
+// TestStateOfVersion1IsReadAsOneCredential: a job prepared by the previous
+// version (one credential under "identity") is read as one unnamed
+// credential with its whole ledger, so cleanup and the reaper revoke its
+// tokens after an upgrade; saving writes the current version.
+func TestStateOfVersion1IsReadAsOneCredential(t *testing.T) {
+	raw, err := os.ReadFile("testdata/state-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	s, err := NewFileStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "jobs", "41"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "jobs", "41", "state.json"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Load(41)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Credentials) != 1 {
+		t.Fatalf("credentials %+v, want the one of the old state", st.Credentials)
+	}
+	c := st.Credentials[0]
+	if c.Name != "" || c.Rule != "app-read" || c.Mode != "dpop" || c.DPoPKey == "" || !c.RefreshAdjusted ||
+		len(c.Tokens) != 2 || c.Current().Token != "v1-token-live" || c.Current().JTI != "AT.v1b" || st.LiveTokens() != 1 {
+		t.Errorf("credential %+v", c)
+	}
+	if st.Phase != PhaseReady || st.ClaimSources["project_path"] != "payload" {
+		t.Errorf("state %+v", st)
+	}
+	if err := s.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Load(41)
+	if err != nil || again.Version != stateVersion || len(again.Credentials) != 1 || again.Credentials[0].Current().Token != "v1-token-live" {
+		t.Fatalf("after saving: %+v, %v", again, err)
+	}
+}
+
+// TestStateFormatsWithoutCredentials: no fmt verb prints a token or a key
+// of the ledger; only the state file holds them.
+func TestStateFormatsWithoutCredentials(t *testing.T) {
+	st := &JobState{JobID: 9, Credentials: []*identity.Credential{{
+		Rule: "r", DPoPKey: "dpop-key-material", Tokens: []identity.LedgerEntry{{Token: "tok-value-1", JTI: "AT.1"}},
+		App: &identity.AppCredential{ID: "0oaapp", KeyPEM: "app-key-material"},
+	}}}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		for _, v := range []any{st, *st, st.Credentials[0], *st.Credentials[0], st.Credentials[0].Tokens, *st.Credentials[0].App} {
+			out := fmt.Sprintf(verb, v)
+			for _, secret := range []string{"tok-value-1", "dpop-key-material", "app-key-material", hex.EncodeToString([]byte("tok-value-1"))} {
+				if strings.Contains(out, secret) {
+					t.Errorf("fmt %s of %T shows a credential: %s", verb, v, out)
+				}
+			}
+		}
+	}
+	s := NewMemStore()
+	if err := s.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(9)
+	if err != nil || got.Credentials[0].Tokens[0].Token.Reveal() != "tok-value-1" || got.Credentials[0].App.KeyPEM.Reveal() != "app-key-material" {
+		t.Fatalf("the state store must keep the credentials: %+v %v", got, err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor/docker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
@@ -41,7 +42,7 @@ func runDoctor(ctx context.Context, stdout io.Writer, path string, asJSON bool) 
 	logger := hclog.NewNullLogger()
 	d := &preflight.Doctor{
 		Settings:     s,
-		HTTP:         executor.NewHTTPClient(s),
+		HTTP:         broker.NewHTTPClient(s),
 		RunnerBinary: func() (string, error) { return executor.RunnerBinary(s) },
 	}
 	if rt, err := docker.New(logger); err != nil {
@@ -55,7 +56,7 @@ func runDoctor(ctx context.Context, stdout io.Writer, path string, asJSON bool) 
 		if err != nil {
 			return err
 		}
-		m := ident.(*executor.IdentityManager)
+		m := ident.(*broker.Broker)
 		tokens, ok := m.Provider.(preflight.TokenIssuer)
 		if !ok {
 			return fmt.Errorf("doctor: the Okta client %T cannot issue test tokens", m.Provider)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -25,7 +26,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading okta.private_key_file: %w", err)
 	}
-	httpClient := executor.NewHTTPClient(s)
+	httpClient := broker.NewHTTPClient(s)
 	// One resolver for every client, so the stage's apps share one
 	// metadata fetch (and the disk cache shares it across stages).
 	var endpoints okta.EndpointResolver = okta.OktaLayout{}
@@ -52,7 +53,7 @@ func newIdentity(ctx context.Context, s *executor.Settings, store executor.State
 			return nil, nil, fmt.Errorf("configuring the Okta client of the dpop app: %w", err)
 		}
 	}
-	m := &executor.IdentityManager{
+	m := &broker.Broker{
 		DPoPProvider: dpopProvider, Store: store,
 		Settings: s, Provider: client, Log: log.Named("identity"), JobLog: jobLog,
 		Audit: &identity.AuditLog{Path: s.Identity.AuditLog, Logger: log.Named("audit")},

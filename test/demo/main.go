@@ -261,14 +261,14 @@ func ledgerToken(stateDir string) (string, error) {
 		return "", err
 	}
 	var st struct {
-		Identity struct {
+		Credentials []struct {
 			Tokens []struct {
 				Token string `json:"token"`
 			} `json:"tokens"`
-		} `json:"identity"`
+		} `json:"credentials"`
 	}
-	if err := json.Unmarshal(b, &st); err != nil || len(st.Identity.Tokens) == 0 {
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Credentials) == 0 || len(st.Credentials[0].Tokens) == 0 {
 		return "", fmt.Errorf("no token in the job's ledger: %v", err)
 	}
-	return st.Identity.Tokens[0].Token, nil
+	return st.Credentials[0].Tokens[0].Token, nil
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/fakeokta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
@@ -33,7 +33,7 @@ func TestHardeningShortLifetimeDoesNotStormOkta(t *testing.T) {
 		logPhrase string
 	}{
 		{"okta minimum", 0, 200 * time.Second, "refreshing 1m40s before expiry instead"},
-		{"seconds", 3 * time.Second, executor.MinRefreshInterval, "no refresh comes sooner than 30s"},
+		{"seconds", 3 * time.Second, broker.MinRefreshInterval, "no refresh comes sooner than 30s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

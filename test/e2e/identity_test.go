@@ -75,7 +75,7 @@ type idWorld struct {
 }
 
 // refreshingLifetime and refreshingMargin make tokens due for refresh at
-// the executor's floor (executor.MinRefreshInterval, 30 s) after issuance:
+// the executor's floor (broker.MinRefreshInterval, 30 s) after issuance:
 // the soonest any token is refreshed, so the tests that need a refresh wait
 // the least.
 const (
@@ -210,21 +210,21 @@ func (w *idWorld) ledger(t *testing.T, jobID int64) (st *executor.JobState, ok b
 
 // liveToken reads the job's one token from its ledger and registers it for
 // the final leak scan.
-func (w *idWorld) liveToken(t *testing.T, jobID int64) (*executor.IdentityState, executor.LedgerEntry) {
+func (w *idWorld) liveToken(t *testing.T, jobID int64) (*identity.Credential, identity.LedgerEntry) {
 	t.Helper()
 	st, ok := w.ledger(t, jobID)
 	if !ok {
 		t.Fatalf("job %d has no ledger after prepare", jobID)
 	}
-	if st.Identity == nil || len(st.Identity.Tokens) != 1 {
-		t.Fatalf("job %d ledger identity %+v, want one token", jobID, st.Identity)
+	if len(st.Credentials) != 1 || len(st.Credentials[0].Tokens) != 1 {
+		t.Fatalf("job %d ledger credentials %+v, want one token", jobID, st.Credentials)
 	}
-	e := st.Identity.Tokens[0]
-	registerToken(e.Token)
+	e := st.Credentials[0].Tokens[0]
+	registerToken(e.Token.Reveal())
 	if fi, err := os.Stat(w.ledgerPath(jobID)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("ledger mode: %v %v, want 0600", fi.Mode(), err)
 	}
-	return st.Identity, e
+	return st.Credentials[0], e
 }
 
 // auditEvents parses the audit log (every line must be JSON).
@@ -562,7 +562,7 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 	s.prepare()
 
 	grant, entry := w.liveToken(t, id)
-	tok := entry.Token
+	tok := entry.Token.Reveal()
 	issuer := w.env.Issuer("default")
 	if grant.Rule != "ci" || grant.Issuer != issuer || strings.Join(grant.Scopes, " ") != ciScopes {
 		t.Fatalf("grant %q %s %v, want rule ci on %s with %s", grant.Rule, grant.Issuer, grant.Scopes, issuer, ciScopes)
@@ -754,14 +754,14 @@ func TestIdentityTokenFileBelongsToTheConfiguredUser(t *testing.T) {
 	if out, code := w.dockerExec(t, build.ID, "0", "stat", "-c", "%a %u %g", tokenFile); code != 0 || strings.TrimSpace(out) != "400 1234 1234" {
 		t.Errorf("token file mode and owner %q (exit %d), want 400 1234 1234", out, code)
 	}
-	if out, code := w.dockerExec(t, build.ID, "1234:1234", "sha256sum", tokenFile); code != 0 || !strings.HasPrefix(out, sha256Hex(entry.Token)+" ") {
+	if out, code := w.dockerExec(t, build.ID, "1234:1234", "sha256sum", tokenFile); code != 0 || !strings.HasPrefix(out, sha256Hex(entry.Token.Reveal())+" ") {
 		t.Errorf("the job user reads %q (exit %d), want the ledger token", out, code)
 	}
-	if out, code := w.dockerExec(t, build.ID, "4321:4321", "cat", tokenFile); code == 0 || strings.Contains(out, entry.Token) {
+	if out, code := w.dockerExec(t, build.ID, "4321:4321", "cat", tokenFile); code == 0 || strings.Contains(out, entry.Token.Reveal()) {
 		t.Errorf("another user read the token file (exit %d)", code)
 	}
 	s.cleanup()
-	if w.env.Okta.Active(entry.Token) {
+	if w.env.Okta.Active(entry.Token.Reveal()) {
 		t.Error("token active after cleanup")
 	}
 	w.assertClean()
@@ -1150,7 +1150,7 @@ func TestIdentityTokenIsMaskedInTheJobLog(t *testing.T) {
 		t.Errorf("%d lines are exactly %s, want 3 (echo, cat, cat to stderr)", masked, identity.MaskMarker)
 	}
 	wantLogLines(t, log, "before-[MASKED]-after", "after_script: [MASKED]")
-	parts := strings.Split(entry.Token, ".")
+	parts := strings.Split(entry.Token.Reveal(), ".")
 	if len(parts) != 3 {
 		t.Fatalf("the token has %d segments", len(parts))
 	}
@@ -1181,10 +1181,10 @@ func TestIdentityReapRevokesTheTokenOfAKilledPrepare(t *testing.T) {
 	var tok, jti string
 	w.killPrepareWhen(t, s.a, func() bool {
 		st, ok := w.ledger(t, s.id)
-		if !ok || st.Identity.Current() == nil {
+		if !ok || len(st.Credentials) == 0 || st.Credentials[0].Current() == nil {
 			return false
 		}
-		tok, jti = st.Identity.Current().Token, st.Identity.Current().JTI
+		tok, jti = st.Credentials[0].Current().Token.Reveal(), st.Credentials[0].Current().JTI
 		_, svc := w.containerWithRole("service")
 		return svc
 	})
@@ -1341,7 +1341,7 @@ func TestIdentityAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(raw, []byte(entry.Token)) || bytes.Contains(raw, []byte(leakscan.SignatureOf(entry.Token))) || leakscan.JWTShape.Match(raw) {
+	if bytes.Contains(raw, []byte(entry.Token.Reveal())) || bytes.Contains(raw, []byte(leakscan.SignatureOf(entry.Token.Reveal()))) || leakscan.JWTShape.Match(raw) {
 		t.Error("the audit log holds a token")
 	}
 	issued := w.env.Okta.Issued()

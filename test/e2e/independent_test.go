@@ -200,13 +200,13 @@ func TestIndependentClientCredentialsWithPrivateKeyJWT(t *testing.T) {
 			if entry.ClientID != client {
 				t.Errorf("token of client %q, want %q", entry.ClientID, client)
 			}
-			if !w.active(t, client, entry.Token) {
+			if !w.active(t, client, entry.Token.Reveal()) {
 				t.Fatal("the server does not consider the job's token active during the job")
 			}
 			s.run(harness.SubStagePrepareScript, harness.SubStageGetSources, harness.SubStageBuildScript)
 			wantLogLines(t, s.a.JobLog(), fmt.Sprintf("granted: iss=%s scopes=%s", w.op.Issuer, ciScopes), "token file: present")
 			s.cleanup()
-			if w.active(t, client, entry.Token) {
+			if w.active(t, client, entry.Token.Reveal()) {
 				t.Error("the server still considers the job's token active after cleanup")
 			}
 			if n := w.serverEvents(indepRevoked); n != 1 {
@@ -310,13 +310,13 @@ bound_claims = { project_path = ["group/*"] }
 	if !strings.Contains(w.op.Log(), "error=use_dpop_nonce") {
 		t.Errorf("the server never asked for a nonce:\n%s", w.op.Log())
 	}
-	if !w.active(t, indepDPoP, entry.Token) {
+	if !w.active(t, indepDPoP, entry.Token.Reveal()) {
 		t.Fatal("the DPoP token is not active during the job")
 	}
 	s.run(harness.SubStagePrepareScript, harness.SubStageGetSources, harness.SubStageBuildScript)
 	wantLogLines(t, s.a.JobLog(), "granted: scopes=ci:read")
 	s.cleanup()
-	if w.active(t, indepDPoP, entry.Token) {
+	if w.active(t, indepDPoP, entry.Token.Reveal()) {
 		t.Error("the DPoP token is still active after cleanup")
 	}
 	w.assertClean()

@@ -182,13 +182,13 @@ func TestLiveOktaJobTokenIsRevokedAtCleanup(t *testing.T) {
 	if grant.Issuer != l.issuer {
 		t.Errorf("grant on %s, want %s", grant.Issuer, l.issuer)
 	}
-	if !l.active(t, entry.Token) {
+	if !l.active(t, entry.Token.Reveal()) {
 		t.Fatal("Okta does not consider the job's token active during the job")
 	}
 	s.run(harness.SubStagePrepareScript, harness.SubStageGetSources, harness.SubStageBuildScript)
 	wantLogLines(t, s.a.JobLog(), fmt.Sprintf("granted: iss=%s scopes=%s", l.issuer, strings.Join(grant.Scopes, " ")))
 	s.cleanup()
-	if l.active(t, entry.Token) {
+	if l.active(t, entry.Token.Reveal()) {
 		t.Error("Okta still considers the job's token active after cleanup")
 	}
 	rev := eventsOf(w.auditEvents(t), id, identity.EventRevoked)

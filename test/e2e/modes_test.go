@@ -101,16 +101,20 @@ scopes = ["ci:read"]
 
 // appState is what the tests read of a running job's state file.
 type appState struct {
-	Identity struct {
-		App struct {
-			ID       string `json:"id"`
-			ClientID string `json:"client_id"`
-		} `json:"app"`
-		Tokens []struct {
-			Token    string `json:"token"`
-			ClientID string `json:"client_id"`
-		} `json:"tokens"`
-	} `json:"identity"`
+	// Identity is the job's one credential.
+	Identity    appCredential   `json:"-"`
+	Credentials []appCredential `json:"credentials"`
+}
+
+type appCredential struct {
+	App struct {
+		ID       string `json:"id"`
+		ClientID string `json:"client_id"`
+	} `json:"app"`
+	Tokens []struct {
+		Token    string `json:"token"`
+		ClientID string `json:"client_id"`
+	} `json:"tokens"`
 }
 
 func readState(t *testing.T, w *world, jobID int64) (appState, bool) {
@@ -121,6 +125,9 @@ func readState(t *testing.T, w *world, jobID int64) (appState, bool) {
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
+	}
+	if len(st.Credentials) > 0 {
+		st.Identity = st.Credentials[0]
 	}
 	return st, true
 }

@@ -1,4 +1,4 @@
-package executor_test
+package broker_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 )
 
@@ -23,22 +23,21 @@ func TestShortReturnedLifetimeDoesNotRefreshAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	save := func() error { return w.store.Save(st) }
 	for round := range 3 {
-		cur := st.Identity.Current()
+		cur := one(st).Current()
 		w.now = cur.IssuedAt.Add(10 * time.Second)
-		if w.m.NeedsRefresh(st) {
+		if w.m.NeedsRefresh(st, 0) {
 			t.Fatalf("round %d: a token 10s into its 5 minutes needs refresh (margin 5m)", round)
 		}
 		w.now = cur.IssuedAt.Add(200*time.Second - time.Millisecond)
-		if w.m.NeedsRefresh(st) {
+		if w.m.NeedsRefresh(st, 0) {
 			t.Fatalf("round %d: refresh due before two thirds of the lifetime", round)
 		}
 		w.now = cur.IssuedAt.Add(200 * time.Second)
-		if !w.m.NeedsRefresh(st) {
+		if !w.m.NeedsRefresh(st, 0) {
 			t.Fatalf("round %d: no refresh with a third of the lifetime left", round)
 		}
-		if err := w.m.Reissue(context.Background(), st, save); err != nil {
+		if err := w.m.Refresh(context.Background(), w.ledger, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,12 +76,12 @@ func TestPlanRefresh(t *testing.T) {
 		{5 * time.Minute, 4*time.Minute + 58*time.Second, 200 * time.Second, 100 * time.Second, true, false},
 		{60 * time.Second, 5 * time.Minute, 40 * time.Second, 20 * time.Second, true, false},
 		{40 * time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second, false, false},
-		{40 * time.Second, 15 * time.Second, executor.MinRefreshInterval, 15 * time.Second, false, true},
-		{3 * time.Second, 5 * time.Minute, executor.MinRefreshInterval, time.Second, true, true},
-		{0, 5 * time.Minute, executor.MinRefreshInterval, 0, true, true},
+		{40 * time.Second, 15 * time.Second, broker.MinRefreshInterval, 15 * time.Second, false, true},
+		{3 * time.Second, 5 * time.Minute, broker.MinRefreshInterval, time.Second, true, true},
+		{0, 5 * time.Minute, broker.MinRefreshInterval, 0, true, true},
 	}
 	for _, tt := range tests {
-		p := executor.PlanRefresh(issued, issued.Add(tt.lifetime), tt.margin)
+		p := broker.PlanRefresh(issued, issued.Add(tt.lifetime), tt.margin)
 		if got := p.At.Sub(issued); got != tt.after || p.Margin != tt.used || p.Adjusted != tt.adjusted || p.Floored != tt.floor {
 			t.Errorf("lifetime %s, margin %s: refresh after %s with margin %s (adjusted %v, floored %v); want %s, %s (%v, %v)",
 				tt.lifetime, tt.margin, got, p.Margin, p.Adjusted, p.Floored, tt.after, tt.used, tt.adjusted, tt.floor)
@@ -100,13 +99,13 @@ func TestRefreshFloorHoldsForTinyLifetimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur := st.Identity.Current()
-	w.now = cur.IssuedAt.Add(executor.MinRefreshInterval - time.Millisecond)
-	if w.m.NeedsRefresh(st) {
+	cur := one(st).Current()
+	w.now = cur.IssuedAt.Add(broker.MinRefreshInterval - time.Millisecond)
+	if w.m.NeedsRefresh(st, 0) {
 		t.Error("refresh due before the floor")
 	}
-	w.now = cur.IssuedAt.Add(executor.MinRefreshInterval)
-	if !w.m.NeedsRefresh(st) {
+	w.now = cur.IssuedAt.Add(broker.MinRefreshInterval)
+	if !w.m.NeedsRefresh(st, 0) {
 		t.Error("no refresh at the floor")
 	}
 	if log := w.jobLog.String(); !strings.Contains(log, "no refresh comes sooner than 30s") || !strings.Contains(log, "expired for up to 27s") {
@@ -118,7 +117,7 @@ func TestRefreshFloorHoldsForTinyLifetimes(t *testing.T) {
 // plans were recorded still refreshes at expiry minus the margin.
 func TestOldLedgerEntriesRefreshOnTheMargin(t *testing.T) {
 	exp := time.Date(2026, 12, 2, 6, 15, 0, 0, time.UTC)
-	e := executor.LedgerEntry{ExpiresAt: exp}
+	e := identity.LedgerEntry{ExpiresAt: exp}
 	if got := e.RefreshDue(5 * time.Minute); !got.Equal(exp.Add(-5 * time.Minute)) {
 		t.Errorf("RefreshDue = %v", got)
 	}

@@ -1,4 +1,4 @@
-package executor_test
+package broker_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -63,12 +64,13 @@ func identitySettings(t *testing.T, env *identityenv.Env, sections func(stateDir
 
 type identityWorld struct {
 	env     *identityenv.Env
-	m       *executor.IdentityManager
+	m       *broker.Broker
 	store   *executor.MemStore
 	jobLog  *bytes.Buffer
 	audit   string
 	now     time.Time
 	payload *executor.Payload
+	ledger  *executor.Ledger
 }
 
 func newIdentityWorld(t *testing.T, onNoMatch string) *identityWorld {
@@ -83,7 +85,7 @@ func newIdentityWorld(t *testing.T, onNoMatch string) *identityWorld {
 		t.Fatal(err)
 	}
 	w := &identityWorld{env: env, store: executor.NewMemStore(), jobLog: &bytes.Buffer{}, audit: s.Identity.AuditLog, now: time.Now()}
-	w.m = &executor.IdentityManager{
+	w.m = &broker.Broker{
 		Settings: s, Provider: client, Log: hclog.NewNullLogger(), JobLog: w.jobLog,
 		Audit:    &identity.AuditLog{Path: s.Identity.AuditLog},
 		Verifier: &identity.GitLabVerifier{GitLabURL: env.GitLab.URL(), Audience: identityenv.Audience, HTTPClient: http.DefaultClient},
@@ -97,8 +99,9 @@ func newIdentityWorld(t *testing.T, onNoMatch string) *identityWorld {
 
 func (w *identityWorld) grant(t *testing.T) (*executor.JobState, error) {
 	st := &executor.JobState{Runner: "unit", JobID: w.payload.ID, ProjectID: 7, ProjectPath: "g/app"}
-	save := func() error { return w.store.Save(st) }
-	return st, w.m.Grant(context.Background(), w.payload, st, save)
+	l, err := grant(w.m, w.payload, st, w.store)
+	w.ledger = l
+	return st, err
 }
 
 func (w *identityWorld) idToken(c fakegitlab.IDTokenClaims) {
@@ -111,19 +114,19 @@ func TestGrantFromPayloadFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur := st.Identity.Current()
-	if st.Identity.Rule != "app-read" || cur == nil || !w.env.Okta.Active(cur.Token) {
-		t.Fatalf("identity %+v", st.Identity)
+	cur := one(st).Current()
+	if one(st).Rule != "app-read" || cur == nil || !w.env.Okta.Active(cur.Token.Reveal()) {
+		t.Fatalf("identity %+v", one(st))
 	}
-	if cur.Issuer != w.env.Issuer("default") || strings.Join(st.Identity.Scopes, " ") != "ci:read" || cur.JTI == "" || cur.RequestID == "" {
+	if cur.Issuer != w.env.Issuer("default") || strings.Join(one(st).Scopes, " ") != "ci:read" || cur.JTI == "" || cur.RequestID == "" {
 		t.Errorf("token record %+v", cur)
 	}
 	saved, _ := w.store.Load(101)
-	if saved.Identity.Current().Token != cur.Token {
+	if one(saved).Current().Token != cur.Token {
 		t.Error("ledger not saved right after issuance")
 	}
-	env := strings.Join(w.m.ExecEnv(st), "\n")
-	for _, want := range []string{"OKTA_ACCESS_TOKEN_FILE=/run/gitlab-okta/token", "OKTA_SCOPES=ci:read", "OKTA_ISSUER=" + cur.Issuer, "OKTA_ACCESS_TOKEN=" + cur.Token} {
+	env := strings.Join(w.m.Env(st, ""), "\n")
+	for _, want := range []string{"OKTA_ACCESS_TOKEN_FILE=/run/gitlab-okta/token", "OKTA_SCOPES=ci:read", "OKTA_ISSUER=" + cur.Issuer, "OKTA_ACCESS_TOKEN=" + cur.Token.Reveal()} {
 		if !strings.Contains(env, want) {
 			t.Errorf("exec env lacks %q", strings.SplitN(want, "=", 2)[0])
 		}
@@ -133,7 +136,7 @@ func TestGrantFromPayloadFacts(t *testing.T) {
 		t.Errorf("effective lifetime %s, want 15m", life)
 	}
 	b, _ := os.ReadFile(w.audit)
-	if !strings.Contains(string(b), `"event":"issued"`) || strings.Contains(string(b), cur.Token) {
+	if !strings.Contains(string(b), `"event":"issued"`) || strings.Contains(string(b), cur.Token.Reveal()) {
 		t.Errorf("audit = %s", b)
 	}
 }
@@ -145,8 +148,8 @@ func TestVerifiedIDTokenUnlocksProtectedRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Identity.Rule != "deploy" || st.Identity.Issuer != w.env.Issuer(identityenv.ProdServer) {
-		t.Errorf("rule %q issuer %q", st.Identity.Rule, st.Identity.Issuer)
+	if one(st).Rule != "deploy" || one(st).Issuer != w.env.Issuer(identityenv.ProdServer) {
+		t.Errorf("rule %q issuer %q", one(st).Rule, one(st).Issuer)
 	}
 }
 
@@ -158,8 +161,8 @@ func TestProtectedPayloadAloneDoesNotUnlockIDTokenRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Identity.Rule != "app-read" {
-		t.Errorf("rule %q: payload facts alone must not satisfy require_id_token", st.Identity.Rule)
+	if one(st).Rule != "app-read" {
+		t.Errorf("rule %q: payload facts alone must not satisfy require_id_token", one(st).Rule)
 	}
 }
 
@@ -171,7 +174,7 @@ func TestForgedIDTokenFailsTheJob(t *testing.T) {
 	if !executor.IsBuildFailure(err) || !strings.Contains(err.Error(), "id token rejected") {
 		t.Fatalf("err = %v", err)
 	}
-	if st.Identity != nil || len(w.env.Okta.Issued()) != 0 {
+	if len(st.Credentials) != 0 || len(w.env.Okta.Issued()) != 0 {
 		t.Error("a token was issued for a job with a forged ID token")
 	}
 }
@@ -197,8 +200,8 @@ func TestNoIdentityOnNoMatch(t *testing.T) {
 	w := newIdentityWorld(t, "no_identity")
 	w.payload.JobInfo.ProjectFullPath = "other/app"
 	st, err := w.grant(t)
-	if err != nil || st.Identity != nil {
-		t.Fatalf("err %v identity %+v: want no identity and no error", err, st.Identity)
+	if err != nil || len(st.Credentials) != 0 {
+		t.Fatalf("err %v identity %+v: want no identity and no error", err, one(st))
 	}
 }
 
@@ -224,29 +227,28 @@ func TestRefreshRevokesTheReplacedToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	save := func() error { return w.store.Save(st) }
-	if w.m.NeedsRefresh(st) {
+	if w.m.NeedsRefresh(st, 0) {
 		t.Fatal("fresh token needs refresh")
 	}
-	first := st.Identity.Current().Token
+	first := one(st).Current().Token.Reveal()
 	w.now = w.now.Add(11 * time.Minute) // 4 of 15 minutes left, margin 5
-	if !w.m.NeedsRefresh(st) {
+	if !w.m.NeedsRefresh(st, 0) {
 		t.Fatal("token close to expiry does not need refresh")
 	}
-	if err := w.m.Reissue(context.Background(), st, save); err != nil {
+	if err := w.m.Refresh(context.Background(), w.ledger, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.m.RevokeStale(context.Background(), st, save); err != nil {
+	if err := w.m.RevokeStale(context.Background(), w.ledger); err != nil {
 		t.Fatal(err)
 	}
-	second := st.Identity.Current().Token
+	second := one(st).Current().Token.Reveal()
 	if second == first || w.env.Okta.Active(first) || !w.env.Okta.Active(second) {
 		t.Errorf("after refresh: old active=%v new active=%v", w.env.Okta.Active(first), w.env.Okta.Active(second))
 	}
-	if err := w.m.RevokeAll(context.Background(), st, save, "cleanup"); err != nil {
+	if err := w.m.RevokeAll(context.Background(), executor.NewLedger(w.store, st), "cleanup"); err != nil {
 		t.Fatal(err)
 	}
-	if w.env.Okta.Active(second) || st.Identity.Current() != nil {
+	if w.env.Okta.Active(second) || one(st).Current() != nil {
 		t.Error("RevokeAll left a live token")
 	}
 }
@@ -258,8 +260,8 @@ func TestFailedRevocationStaysInTheLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.env.Okta.Inject(fakeokta.Fault{Path: "/v1/revoke", Status: 500, Count: 10})
-	err = w.m.RevokeAll(context.Background(), st, func() error { return w.store.Save(st) }, "cleanup")
-	if err == nil || st.Identity.Current() == nil {
+	err = w.m.RevokeAll(context.Background(), executor.NewLedger(w.store, st), "cleanup")
+	if err == nil || one(st).Current() == nil {
 		t.Fatalf("err %v: the unrevoked token must stay in the ledger for the reaper", err)
 	}
 	if b, _ := os.ReadFile(w.audit); !strings.Contains(string(b), `"event":"revoke_failed"`) {
@@ -267,7 +269,7 @@ func TestFailedRevocationStaysInTheLedger(t *testing.T) {
 	}
 	// Once expired, a failing revocation is only a warning.
 	w.now = w.now.Add(time.Hour)
-	if err := w.m.RevokeAll(context.Background(), st, func() error { return w.store.Save(st) }, "reap"); err != nil {
+	if err := w.m.RevokeAll(context.Background(), executor.NewLedger(w.store, st), "reap"); err != nil {
 		t.Fatalf("expired token: %v", err)
 	}
 }
@@ -280,7 +282,7 @@ func TestRevocationConfirmedByIntrospection(t *testing.T) {
 		t.Fatal(err)
 	}
 	introspections := w.env.Okta.Hits("/v1/introspect")
-	if err := w.m.RevokeAll(context.Background(), st, func() error { return w.store.Save(st) }, "cleanup"); err != nil {
+	if err := w.m.RevokeAll(context.Background(), executor.NewLedger(w.store, st), "cleanup"); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.env.Okta.Hits("/v1/introspect") - introspections; got != 1 {
@@ -291,7 +293,7 @@ func TestRevocationConfirmedByIntrospection(t *testing.T) {
 // forgetfulApps loses the first policy update, as a racing writer on
 // another host would.
 type forgetfulApps struct {
-	executor.AppManager
+	broker.AppManager
 	grants int
 }
 
@@ -322,23 +324,23 @@ scopes = ["ci:read"]
 	}
 	forgetful := &forgetfulApps{AppManager: apps}
 	jobLog := &bytes.Buffer{}
-	m := &executor.IdentityManager{Settings: s, Log: hclog.NewNullLogger(), JobLog: jobLog, Audit: &identity.AuditLog{},
+	m := &broker.Broker{Settings: s, Log: hclog.NewNullLogger(), JobLog: jobLog, Audit: &identity.AuditLog{},
 		Apps: forgetful, Store: executor.NewMemStore(),
 		AppProvider: func(clientID string, k crypto.Signer, kid string) (identity.Provider, error) {
 			return okta.New(okta.Config{ClientID: clientID, Key: k, KeyID: kid, HTTPClient: hc})
 		}}
 	st := &executor.JobState{Runner: "unit", JobID: 77, ProjectID: 1}
 	p := &executor.Payload{ID: 77, JobInfo: executor.PayloadJobInfo{ProjectID: 1, ProjectFullPath: "group/app"}}
-	if err := m.Grant(context.Background(), p, st, func() error { return nil }); err != nil {
+	if _, err := grant(m, p, st, executor.NewMemStore()); err != nil {
 		t.Fatalf("grant: %v\n%s", err, jobLog)
 	}
-	if forgetful.grants != 2 || st.Identity.Current() == nil || st.Identity.Current().ClientID != st.Identity.App.ClientID {
-		t.Fatalf("grants %d, identity %+v: want the entry re-added and a token for the app", forgetful.grants, st.Identity)
+	if forgetful.grants != 2 || one(st).Current() == nil || one(st).Current().ClientID != one(st).App.ClientID {
+		t.Fatalf("grants %d, identity %+v: want the entry re-added and a token for the app", forgetful.grants, one(st))
 	}
 	if !strings.Contains(jobLog.String(), "re-adding it to policy") {
 		t.Errorf("job log: %q", jobLog)
 	}
-	if err := m.RevokeAll(context.Background(), st, func() error { return nil }, "cleanup"); err != nil {
+	if err := m.RevokeAll(context.Background(), executor.NewLedger(executor.NewMemStore(), st), "cleanup"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package executor_test
+package broker_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
@@ -27,7 +28,7 @@ import (
 // git_info.protected.
 func payloadShapes(t *testing.T) map[string]func(projectID int64) *executor.Payload {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/payload-runner-17.9.3.json")
+	raw, err := os.ReadFile("../executor/testdata/payload-runner-17.9.3.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +66,9 @@ func payloadShapes(t *testing.T) map[string]func(projectID int64) *executor.Payl
 	}
 }
 
-// policyManager is an IdentityManager over the identity doubles with the
+// policyManager is a Broker over the identity doubles with the
 // given policy and extra [gitlab] lines.
-func policyManager(t *testing.T, policy, gitlabExtra string) (*executor.IdentityManager, *identityenv.Env, *bytes.Buffer) {
+func policyManager(t *testing.T, policy, gitlabExtra string) (*broker.Broker, *identityenv.Env, *bytes.Buffer) {
 	t.Helper()
 	env := identityenv.Start(t, time.Hour)
 	env.AddReadmeServers(t, time.Hour)
@@ -80,7 +81,7 @@ func policyManager(t *testing.T, policy, gitlabExtra string) (*executor.Identity
 		t.Fatal(err)
 	}
 	jobLog := &bytes.Buffer{}
-	return &executor.IdentityManager{
+	return &broker.Broker{
 		Settings: s, Provider: client, Log: hclog.NewNullLogger(), JobLog: jobLog,
 		Audit:    &identity.AuditLog{Path: s.Identity.AuditLog},
 		Verifier: &identity.GitLabVerifier{GitLabURL: env.GitLab.URL(), Audience: identityenv.Audience, HTTPClient: http.DefaultClient},
@@ -88,13 +89,13 @@ func policyManager(t *testing.T, policy, gitlabExtra string) (*executor.Identity
 	}, env, jobLog
 }
 
-func grantPayload(t *testing.T, m *executor.IdentityManager, p *executor.Payload) (*executor.JobState, error) {
+func grantPayload(t *testing.T, m *broker.Broker, p *executor.Payload) (*executor.JobState, error) {
 	t.Helper()
 	st := &executor.JobState{Runner: "unit", JobID: p.ID, ProjectID: p.JobInfo.ProjectID}
 	store := executor.NewMemStore()
-	err := m.Grant(context.Background(), p, st, func() error { return store.Save(st) })
-	if st.Identity != nil {
-		t.Cleanup(func() { _ = m.RevokeAll(context.Background(), st, func() error { return nil }, "test") })
+	_, err := grant(m, p, st, store)
+	if len(st.Credentials) != 0 {
+		t.Cleanup(func() { _ = m.RevokeAll(context.Background(), executor.NewLedger(executor.NewMemStore(), st), "test") })
 	}
 	return st, err
 }
@@ -160,8 +161,8 @@ func TestReadmePolicyOnEveryRunner(t *testing.T) {
 					if err != nil {
 						t.Fatalf("grant: %v\n%s", err, jobLog)
 					}
-					if st.Identity.Rule != tc.rule || st.Identity.Issuer != env.Issuer(tc.server) {
-						t.Errorf("rule %q on %s, want %q on %s", st.Identity.Rule, st.Identity.Issuer, tc.rule, tc.server)
+					if one(st).Rule != tc.rule || one(st).Issuer != env.Issuer(tc.server) {
+						t.Errorf("rule %q on %s, want %q on %s", one(st).Rule, one(st).Issuer, tc.rule, tc.server)
 					}
 					for claim, src := range tc.sources {
 						if st.ClaimSources[claim] != src {
@@ -188,7 +189,7 @@ bound_claims = { project_path = ["platform/*"] }
 	shapes := payloadShapes(t)
 	m, _, jobLog := policyManager(t, policy, "")
 	st, err := grantPayload(t, m, shapes["runner 19.x"](42))
-	if err != nil || st.Identity.Rule != "by-path" || st.ClaimSources["project_path"] != "payload" {
+	if err != nil || one(st).Rule != "by-path" || st.ClaimSources["project_path"] != "payload" {
 		t.Fatalf("19.x payload: %v, state %+v", err, st)
 	}
 	jobLog.Reset()
@@ -236,7 +237,7 @@ bound_claims = { project_path = ["platform/*"] }
 	shapes := payloadShapes(t)
 	m, env, jobLog := policyManager(t, policy, `predefined_variable_claims = ["project_path", "ref_protected"]`)
 	st, err := grantPayload(t, m, shapes["runner 17.9.3"](42))
-	if err != nil || st.Identity.Rule != "by-path" {
+	if err != nil || one(st).Rule != "by-path" {
 		t.Fatalf("opt-in: %v, state %+v\n%s", err, st, jobLog)
 	}
 	if st.ClaimSources["project_path"] != "predefined_variable" || st.ClaimSources["ref_protected"] != "absent" {

@@ -1,4 +1,4 @@
-package executor
+package broker
 
 import (
 	"fmt"
@@ -65,13 +65,4 @@ func (p RefreshPlan) explain(rule string, lifetime, margin time.Duration) string
 			MinRefreshInterval, MinRefreshInterval-lifetime)
 	}
 	return line
-}
-
-// RefreshDue is when the token is to be refreshed: its planned time, or for
-// a ledger written before plans were recorded, expiry minus margin.
-func (e *LedgerEntry) RefreshDue(margin time.Duration) time.Time {
-	if !e.RefreshAt.IsZero() {
-		return e.RefreshAt
-	}
-	return e.ExpiresAt.Add(-margin)
 }

@@ -1,4 +1,4 @@
-package executor_test
+package broker_test
 
 import (
 	"encoding/json"
@@ -128,8 +128,8 @@ func TestUnconfirmedIssueFailsAndAuditsTheAssertion(t *testing.T) {
 	if n := len(w.env.Okta.Issued()); n != 1 {
 		t.Errorf("%d tokens minted at Okta; want exactly 1", n)
 	}
-	if st.Identity != nil && len(st.Identity.Tokens) != 0 {
-		t.Errorf("ledger %+v; the lost token cannot be recorded", st.Identity.Tokens)
+	if len(st.Credentials) != 0 && len(one(st).Tokens) != 0 {
+		t.Errorf("ledger %+v; the lost token cannot be recorded", one(st).Tokens)
 	}
 	var found bool
 	for _, ev := range w.auditLines(t) {
