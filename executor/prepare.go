@@ -146,14 +146,22 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		}
 	}()
 
+	var issuing *issuance
 	if s.Identity != nil {
-		// The decision first: a denial leaves nothing to revoke.
+		// The decision first: a denial creates nothing and leaves nothing
+		// to revoke.
 		if err := s.Identity.Authorize(ctx, p, st); err != nil {
 			return err
 		}
-		if err := s.Identity.Issue(ctx, ledger); err != nil {
-			return err
-		}
+		// Then the tokens are issued while the containers are created
+		// (overlap.go). However prepare ends, the issuance ends first, so
+		// the teardown after a failure revokes what it issued.
+		issuing = s.startIssue(ctx, ledger)
+		defer func() {
+			if ierr := issuing.wait(); ierr != nil && err != nil && ierr != err {
+				s.Log.Warn("issuing the job's token failed too", "job", p.ID, "error", ierr)
+			}
+		}()
 	}
 
 	// A previous attempt of this job may have left resources behind.
@@ -204,6 +212,9 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	})
 	if err != nil {
 		return fmt.Errorf("starting build container: %w", err)
+	}
+	if err := issuing.wait(); err != nil {
+		return err
 	}
 
 	if s.Identity != nil && len(st.Credentials) > 0 {

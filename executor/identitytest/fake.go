@@ -44,6 +44,9 @@ type Fake struct {
 	Deny error
 	// FailIssue, when set, is Issue's and Refresh's answer.
 	FailIssue error
+	// BeforeIssue, when set, is called as Issue starts, before it answers:
+	// a test holds an issuance in flight with it.
+	BeforeIssue func()
 
 	mu      sync.Mutex
 	seq     int
@@ -160,6 +163,9 @@ func (f *Fake) Authorize(_ context.Context, _ *executor.Payload, st *executor.Jo
 // Issue implements executor.Identity.
 func (f *Fake) Issue(_ context.Context, l *executor.Ledger) error {
 	f.record("Issue")
+	if f.BeforeIssue != nil {
+		f.BeforeIssue()
+	}
 	if f.FailIssue != nil {
 		return f.FailIssue
 	}

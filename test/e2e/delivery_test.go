@@ -39,7 +39,7 @@ func TestIdentityFirstSubStageFindsTheTokenFile(t *testing.T) {
 	s.run(harness.SubStageBuildScript)
 	log := s.a.JobLog()
 	wantLogLines(t, log, "user: uid=0", "file: mode=400 uid=0")
-	if h := tokenHashes(log); len(h) != 1 || h[0] != sha256Hex(entry.Token) {
+	if h := tokenHashes(log); len(h) != 1 || h[0] != sha256Hex(entry.Token.Reveal()) {
 		t.Errorf("sha256 of the token file in the first sub-stage %q, want the ledger token's", h)
 	}
 	if st, ok := w.ledger(t, s.id); !ok || st.FilesPending {
@@ -47,7 +47,7 @@ func TestIdentityFirstSubStageFindsTheTokenFile(t *testing.T) {
 	}
 
 	s.run(harness.SubStageAfterScript)
-	if h := tokenHashes(s.a.JobLog()); len(h) != 2 || h[1] != sha256Hex(entry.Token) {
+	if h := tokenHashes(s.a.JobLog()); len(h) != 2 || h[1] != sha256Hex(entry.Token.Reveal()) {
 		t.Errorf("sha256 of the token file in the second sub-stage %q, want the same token", h)
 	}
 	s.cleanup()
