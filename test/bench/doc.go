@@ -23,6 +23,15 @@
 //     like test/identityenv), next to one bare HTTP round trip to the same
 //     server (target ≤ 5 ms per job and ≤ 1.5× two round trips), split into
 //     the time inside the fake's handlers and the rest.
+//   - BenchmarkIdentityJob: the same one-line echo job through the four
+//     stages three ways in rotating order: no identity, the fake Okta on
+//     loopback, and the fake Okta at a 150 ms round trip (test/latency);
+//     paired ratios of each identity job over the no-identity job of the
+//     same iteration (targets ≤ 1.03 on loopback, ≤ 1.05 at 150 ms), with
+//     prepare and cleanup by variant. Needs a Docker engine.
+//
+// BenchmarkConfigStage also reports the invocation's CPU time
+// (ms-cpu/config), steadier than wall time on a loaded machine.
 //
 // The figures are medians over b.N jobs or invocations, so use a fixed count
 // (-benchtime 20x); ns/op is suppressed where it would mix two things.
