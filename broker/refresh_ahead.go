@@ -7,16 +7,7 @@ import (
 )
 
 // refreshPoint is when cur is due for refresh by a caller looking within
-// ahead: its planned refresh (RefreshDue) minus within, but never sooner
-// than MinRefreshInterval after it was issued, nor later than planned.
+// ahead, above the MinRefreshInterval floor.
 func refreshPoint(cur *identity.LedgerEntry, margin, within time.Duration) time.Time {
-	due := cur.RefreshDue(margin)
-	at := due.Add(-within)
-	if floor := cur.IssuedAt.Add(MinRefreshInterval); at.Before(floor) {
-		at = floor
-	}
-	if due.Before(at) {
-		at = due
-	}
-	return at
+	return cur.RefreshPoint(margin, within, MinRefreshInterval)
 }

@@ -247,11 +247,10 @@ func TestPrepareDenialCreatesNothing(t *testing.T) {
 	}
 }
 
-// TestRefreshDuringASubStage: a token due while a script runs is replaced
-// then: the new token is masked before it is written to the file, and the
-// old one is revoked, all while the script runs; the clock and the timer
-// are the test's.
-func TestRefreshDuringASubStage(t *testing.T) {
+// preparedOnClock is a job prepared with the fake identity, the tmpfs
+// and the test clock shared by the stages, the runtime and the identity.
+func preparedOnClock(t *testing.T) (*stageEnv, *clock, *identitytest.Fake, *tmpfs, *executor.Stages) {
+	t.Helper()
 	e := newStageEnv(t, "", basicPayload)
 	clk := newClock(e.now)
 	e.rt.SetClock(clk.Now)
@@ -262,6 +261,15 @@ func TestRefreshDuringASubStage(t *testing.T) {
 	if err := s.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return e, clk, fake, fs, s
+}
+
+// TestRefreshDuringASubStage: a token due while a script runs is replaced
+// then: the new token is masked before it is written to the file, and the
+// old one is revoked, all while the script runs; the clock and the timer
+// are the test's.
+func TestRefreshDuringASubStage(t *testing.T) {
+	_, clk, fake, fs, s := preparedOnClock(t)
 	first := fake.Issued()[0]
 	started, release := make(chan struct{}), make(chan struct{})
 	fs.script = func(_ string, spec executor.ExecSpec) int {

@@ -17,16 +17,7 @@ import (
 // script at once, without a call to the identity provider or a file
 // write. Clock and timers are the test's.
 func TestRefreshFallingDueAtASubStageBoundaryIsDoneAhead(t *testing.T) {
-	e := newStageEnv(t, "", basicPayload)
-	clk := newClock(e.now)
-	e.rt.SetClock(clk.Now)
-	fake := &identitytest.Fake{Now: clk.Now}
-	fs := newTmpfs(e.rt)
-	s := identityStages(e, fake)
-	s.Now, s.After = clk.Now, clk.After
-	if err := s.Prepare(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	e, clk, fake, fs, s := preparedOnClock(t)
 	first := fake.Issued()[0]
 	due := e.now.Add(10 * time.Minute) // 15m lifetime, 5m margin
 	started := make(chan struct{}, 1)

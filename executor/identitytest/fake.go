@@ -203,15 +203,7 @@ const MinRefreshInterval = 30 * time.Second
 
 // refreshPoint is when cur is due for a caller looking within ahead.
 func (f *Fake) refreshPoint(cur *identity.LedgerEntry, within time.Duration) time.Time {
-	due := cur.RefreshDue(f.margin())
-	at := due.Add(-within)
-	if floor := cur.IssuedAt.Add(MinRefreshInterval); at.Before(floor) {
-		at = floor
-	}
-	if due.Before(at) {
-		at = due
-	}
-	return at
+	return cur.RefreshPoint(f.margin(), within, MinRefreshInterval)
 }
 
 func (f *Fake) due(cur *identity.LedgerEntry, within time.Duration) bool {

@@ -11,12 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/identityenv"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/latency"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
 
 // remoteRTT is the round trip BenchmarkIdentityJob puts between the
@@ -150,16 +147,9 @@ bound_claims = { project_path = ["group/*"] }
 func newIdentityJobWorld(b *testing.B) (*identityJobWorld, error) {
 	bin := executorBinary(b)
 	fakeRunner := harness.BuildFakeRunner(b)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := cli.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("BenchmarkIdentityJob needs a Docker engine and none answers: %w", err)
-	}
-	images, err := testimages.Ensure(ctx, cli)
+	cli, images, err := benchDocker(ctx, "BenchmarkIdentityJob")
 	if err != nil {
 		return nil, err
 	}

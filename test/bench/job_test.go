@@ -180,19 +180,26 @@ func getJobWorld(b *testing.B) *jobWorld {
 	return theJobWorld
 }
 
+// benchDocker is what a job benchmark needs of Docker: a client of an
+// engine that answers and the test images.
+func benchDocker(ctx context.Context, name string) (*client.Client, testimages.Images, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, testimages.Images{}, err
+	}
+	if _, err := cli.Ping(ctx); err != nil {
+		return nil, testimages.Images{}, fmt.Errorf("%s needs a Docker engine and none answers: %w", name, err)
+	}
+	images, err := testimages.Ensure(ctx, cli)
+	return cli, images, err
+}
+
 func newJobWorld(b *testing.B) (*jobWorld, error) {
 	bin := executorBinary(b)
 	fakeRunner := harness.BuildFakeRunner(b)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := cli.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("BenchmarkJob needs a Docker engine and none answers: %w", err)
-	}
-	images, err := testimages.Ensure(ctx, cli)
+	cli, images, err := benchDocker(ctx, "BenchmarkJob")
 	if err != nil {
 		return nil, err
 	}
