@@ -265,9 +265,9 @@ func (b *Broker) each(st *executor.JobState, fn func(c *identity.Credential) err
 }
 
 // NeedsRefresh implements executor.Identity.
-func (b *Broker) NeedsRefresh(st *executor.JobState, subStage string) bool {
+func (b *Broker) NeedsRefresh(st *executor.JobState, subStage string, within time.Duration) bool {
 	for _, c := range st.Credentials {
-		if c.Due(subStage, b.now(), b.margin()) != identity.NotDue {
+		if c.Due(subStage, b.now(), b.margin(), within, MinRefreshInterval) != identity.NotDue {
 			return true
 		}
 	}
@@ -277,10 +277,10 @@ func (b *Broker) NeedsRefresh(st *executor.JobState, subStage string) bool {
 func (b *Broker) margin() time.Duration { return b.Settings.Identity.RefreshMargin.Duration }
 
 // NextRefresh implements executor.Identity.
-func (b *Broker) NextRefresh(st *executor.JobState, subStage string) (time.Time, bool) {
+func (b *Broker) NextRefresh(st *executor.JobState, subStage string, within time.Duration) (time.Time, bool) {
 	var next time.Time
 	for _, c := range st.Credentials {
-		if at, ok := c.NextRefresh(subStage, b.margin()); ok && (next.IsZero() || at.Before(next)) {
+		if at, ok := c.NextRefresh(subStage, b.margin(), within, MinRefreshInterval); ok && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
 	}
@@ -290,9 +290,9 @@ func (b *Broker) NextRefresh(st *executor.JobState, subStage string) (time.Time,
 // Refresh implements executor.Identity. A credential rotated each step
 // gets a fresh token in every sub-stage it is present in (the one issued
 // at prepare serves the first), marked with the sub-stage.
-func (b *Broker) Refresh(ctx context.Context, l *executor.Ledger, subStage string) error {
+func (b *Broker) Refresh(ctx context.Context, l *executor.Ledger, subStage string, within time.Duration) error {
 	return b.each(l.State(), func(c *identity.Credential) error {
-		why := c.Due(subStage, b.now(), b.margin())
+		why := c.Due(subStage, b.now(), b.margin(), within, MinRefreshInterval)
 		if why == identity.NotDue {
 			return nil
 		}

@@ -227,15 +227,15 @@ func TestRefreshRevokesTheReplacedToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.m.NeedsRefresh(st, identity.SubStageScript) {
+	if w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 		t.Fatal("fresh token needs refresh")
 	}
 	first := one(st).Current().Token.Reveal()
 	w.now = w.now.Add(11 * time.Minute) // 4 of 15 minutes left, margin 5
-	if !w.m.NeedsRefresh(st, identity.SubStageScript) {
+	if !w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 		t.Fatal("token close to expiry does not need refresh")
 	}
-	if err := w.m.Refresh(context.Background(), w.ledger, identity.SubStageScript); err != nil {
+	if err := w.m.Refresh(context.Background(), w.ledger, identity.SubStageScript, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.m.RevokeStale(context.Background(), w.ledger); err != nil {

@@ -26,18 +26,18 @@ func TestShortReturnedLifetimeDoesNotRefreshAtOnce(t *testing.T) {
 	for round := range 3 {
 		cur := one(st).Current()
 		w.now = cur.IssuedAt.Add(10 * time.Second)
-		if w.m.NeedsRefresh(st, identity.SubStageScript) {
+		if w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 			t.Fatalf("round %d: a token 10s into its 5 minutes needs refresh (margin 5m)", round)
 		}
 		w.now = cur.IssuedAt.Add(200*time.Second - time.Millisecond)
-		if w.m.NeedsRefresh(st, identity.SubStageScript) {
+		if w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 			t.Fatalf("round %d: refresh due before two thirds of the lifetime", round)
 		}
 		w.now = cur.IssuedAt.Add(200 * time.Second)
-		if !w.m.NeedsRefresh(st, identity.SubStageScript) {
+		if !w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 			t.Fatalf("round %d: no refresh with a third of the lifetime left", round)
 		}
-		if err := w.m.Refresh(context.Background(), w.ledger, identity.SubStageScript); err != nil {
+		if err := w.m.Refresh(context.Background(), w.ledger, identity.SubStageScript, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,11 +101,11 @@ func TestRefreshFloorHoldsForTinyLifetimes(t *testing.T) {
 	}
 	cur := one(st).Current()
 	w.now = cur.IssuedAt.Add(broker.MinRefreshInterval - time.Millisecond)
-	if w.m.NeedsRefresh(st, identity.SubStageScript) {
+	if w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 		t.Error("refresh due before the floor")
 	}
 	w.now = cur.IssuedAt.Add(broker.MinRefreshInterval)
-	if !w.m.NeedsRefresh(st, identity.SubStageScript) {
+	if !w.m.NeedsRefresh(st, identity.SubStageScript, 0) {
 		t.Error("no refresh at the floor")
 	}
 	if log := w.jobLog.String(); !strings.Contains(log, "no refresh comes sooner than 30s") || !strings.Contains(log, "expired for up to 27s") {

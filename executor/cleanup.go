@@ -45,17 +45,17 @@ func (s *Stages) teardown(ctx context.Context, jobID int64, l *Ledger, reason st
 	if l != nil {
 		st = l.State()
 	}
-	revoked := true
-	if st != nil && len(st.Credentials) > 0 && s.Identity != nil {
-		if err := s.Identity.RevokeAll(ctx, l, reason); err != nil {
-			errs = append(errs, err)
-			revoked = false
-		}
-	}
+	// Revoke while the containers and network are removed (overlap.go).
+	revoking := s.revokeAllAsync(ctx, l, reason)
 	removed := true
 	if err := s.removeJobResources(ctx, jobID); err != nil {
 		errs = append(errs, err)
 		removed = false
+	}
+	revoked := true
+	if err := <-revoking; err != nil {
+		errs = append(errs, err)
+		revoked = false
 	}
 	switch {
 	case st == nil:

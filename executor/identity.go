@@ -28,15 +28,19 @@ type Identity interface {
 	// issues its first token, recording every step in the ledger.
 	Issue(ctx context.Context, l *Ledger) error
 	// NeedsRefresh reports whether a credential present in the run
-	// sub-stage needs a new token: close to expiry, or rotated each step
-	// and not yet fresh for this sub-stage.
-	NeedsRefresh(st *JobState, subStage string) bool
-	// NextRefresh is the earliest time a token present in the sub-stage is
-	// due for refresh; false when none will be.
-	NextRefresh(st *JobState, subStage string) (time.Time, bool)
+	// sub-stage needs a new token: rotated each step and not yet fresh for
+	// this sub-stage, or due for refresh within the next within (0: now).
+	// However large within, no token is due sooner than the identity's
+	// refresh floor after it was issued. A running sub-stage's refresher
+	// asks with refreshAhead, so a refresh falling due at the next
+	// sub-stage's start is done before it.
+	NeedsRefresh(st *JobState, subStage string, within time.Duration) bool
+	// NextRefresh is the earliest time at which a token present in the
+	// sub-stage is due (as NeedsRefresh); false when none will be.
+	NextRefresh(st *JobState, subStage string, within time.Duration) (time.Time, bool)
 	// Refresh issues a new token for every credential of the sub-stage
-	// that needs one.
-	Refresh(ctx context.Context, l *Ledger, subStage string) error
+	// that NeedsRefresh finds due.
+	Refresh(ctx context.Context, l *Ledger, subStage string, within time.Duration) error
 	// RevokeStale revokes every token but each credential's current one.
 	RevokeStale(ctx context.Context, l *Ledger) error
 	// RevokeAll revokes every unrevoked token and tears down what Issue

@@ -1,14 +1,17 @@
 package executor_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +46,15 @@ func newTmpfs(rt *runtimetest.Fake) *tmpfs {
 
 func (fs *tmpfs) exec(id string, spec executor.ExecSpec) int {
 	cmd := spec.Cmd[len(spec.Cmd)-1]
+	if strings.Contains(cmd, "goe_deliver") {
+		// A sub-stage's exec delivering the files first (delivery.go):
+		// the framed preamble, then the script.
+		in := bufio.NewReader(spec.Stdin)
+		if !fs.deliver(in, spec.Stderr) {
+			return 1
+		}
+		spec.Stdin = in
+	}
 	b, _ := io.ReadAll(spec.Stdin)
 	if m := writePath.FindStringSubmatch(cmd); m != nil && strings.Contains(cmd, "umask 0377") {
 		fs.mu.Lock()
@@ -63,6 +75,39 @@ func (fs *tmpfs) exec(id string, spec executor.ExecSpec) int {
 		return fs.script(id, spec)
 	}
 	return 0
+}
+
+// deliver applies a delivery preamble (nonce, file count, then per file
+// its path and line count and lines, or "-" to remove it) and reports it
+// done on stderr as the wrapper does.
+func (fs *tmpfs) deliver(in *bufio.Reader, stderr io.Writer) bool {
+	line := func() string {
+		l, err := in.ReadString('\n')
+		if err != nil {
+			panic("delivery preamble cut short: " + err.Error())
+		}
+		return strings.TrimSuffix(l, "\n")
+	}
+	nonce := line()
+	n, _ := strconv.Atoi(line())
+	for range n {
+		path, k := line(), line()
+		fs.mu.Lock()
+		if k == "-" {
+			delete(fs.files, path)
+		} else {
+			count, _ := strconv.Atoi(k)
+			lines := make([]string, count)
+			for i := range lines {
+				lines[i] = line()
+			}
+			fs.files[path] = strings.Join(lines, "\n")
+		}
+		fs.mu.Unlock()
+		fs.notify(path)
+	}
+	fmt.Fprintf(stderr, "%s ok\n", nonce)
+	return true
 }
 
 func (fs *tmpfs) notify(p string) {
@@ -153,6 +198,11 @@ func TestPrepareDeliversTheIdentityAndCleanupRevokesIt(t *testing.T) {
 	if _, ok := fs.file("/run/gitlab-okta/token"); ok {
 		t.Error("the token file exists before a sub-stage with the credential")
 	}
+	// Prepare makes no exec but the confinement probe: the first sub-stage
+	// delivers the file.
+	if execs := e.rt.Execs(); slices.ContainsFunc(execs, func(x runtimetest.ExecRecord) bool { return !slices.Equal(x.Cmd, executor.ConfinementProbe) }) {
+		t.Errorf("prepare made execs %v, want only the confinement probe", execs)
+	}
 	spec, _ := e.rt.Spec(executor.NamesFor("unit", 101).Build)
 	if !slices.ContainsFunc(spec.Mounts, func(m executor.Mount) bool {
 		return m.Type == executor.MountTmpfs && m.Target == "/run/gitlab-okta"
@@ -202,11 +252,10 @@ func TestPrepareDenialCreatesNothing(t *testing.T) {
 	}
 }
 
-// TestRefreshDuringASubStage: a token due while a script runs is replaced
-// then: the new token is masked before it is written to the file, and the
-// old one is revoked, all while the script runs; the clock and the timer
-// are the test's.
-func TestRefreshDuringASubStage(t *testing.T) {
+// preparedOnClock is a job prepared with the fake identity, the tmpfs
+// and the test clock shared by the stages, the runtime and the identity.
+func preparedOnClock(t *testing.T) (*stageEnv, *clock, *identitytest.Fake, *tmpfs, *executor.Stages) {
+	t.Helper()
 	e := newStageEnv(t, "", basicPayload)
 	clk := newClock(e.now)
 	e.rt.SetClock(clk.Now)
@@ -217,6 +266,15 @@ func TestRefreshDuringASubStage(t *testing.T) {
 	if err := s.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return e, clk, fake, fs, s
+}
+
+// TestRefreshDuringASubStage: a token due while a script runs is replaced
+// then: the new token is masked before it is written to the file, and the
+// old one is revoked, all while the script runs; the clock and the timer
+// are the test's.
+func TestRefreshDuringASubStage(t *testing.T) {
+	_, clk, fake, fs, s := preparedOnClock(t)
 	first := fake.Issued()[0]
 	started, release := make(chan struct{}), make(chan struct{})
 	fs.script = func(_ string, spec executor.ExecSpec) int {
@@ -228,10 +286,13 @@ func TestRefreshDuringASubStage(t *testing.T) {
 	mask, masked := recordMasks()
 	done := make(chan error, 1)
 	go func() { done <- s.Run(context.Background(), writeScript(t, "sleep 1000"), "step_script", mask) }()
+	if p := <-fs.changed; p != "/run/gitlab-okta/token" {
+		t.Fatalf("the first sub-stage delivered %s", p)
+	}
 	<-started
 	wait := <-clk.timers
-	if wait.d != 10*time.Minute {
-		t.Errorf("refresh timer %s, want 10m (15m lifetime, 5m margin)", wait.d)
+	if wait.d != 10*time.Minute-30*time.Second {
+		t.Errorf("refresh timer %s, want 9m30s (15m lifetime, 5m margin, 30 s ahead)", wait.d)
 	}
 	clk.Advance(wait.d)
 	wait.fire <- clk.Now()
@@ -249,8 +310,8 @@ func TestRefreshDuringASubStage(t *testing.T) {
 	if !slices.Contains(masked(), second) {
 		t.Error("the new token is not masked")
 	}
-	if next.d != 10*time.Minute {
-		t.Errorf("next refresh timer %s, want 10m", next.d)
+	if next.d != 10*time.Minute-30*time.Second {
+		t.Errorf("next refresh timer %s, want 9m30s (30 s ahead of the new token's plan)", next.d)
 	}
 	close(release)
 	if err := <-done; err != nil {

@@ -146,14 +146,22 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 		}
 	}()
 
+	var issuing *issuance
 	if s.Identity != nil {
-		// The decision first: a denial leaves nothing to revoke.
+		// The decision first: a denial creates nothing and leaves nothing
+		// to revoke.
 		if err := s.Identity.Authorize(ctx, p, st); err != nil {
 			return err
 		}
-		if err := s.Identity.Issue(ctx, ledger); err != nil {
-			return err
-		}
+		// Then the tokens are issued while the containers are created
+		// (overlap.go). However prepare ends, the issuance ends first, so
+		// the teardown after a failure revokes what it issued.
+		issuing = s.startIssue(ctx, ledger)
+		defer func() {
+			if ierr := issuing.wait(); ierr != nil && err != nil && ierr != err {
+				s.Log.Warn("issuing the job's token failed too", "job", p.ID, "error", ierr)
+			}
+		}()
 	}
 
 	// A previous attempt of this job may have left resources behind.
@@ -209,15 +217,17 @@ func (s *Stages) Prepare(ctx context.Context) (err error) {
 	if err := s.verifyConfinement(ctx, buildID, plan.build.privileged); err != nil {
 		return err
 	}
+	if err := issuing.wait(); err != nil {
+		return err
+	}
 
 	if s.Identity != nil && len(st.Credentials) > 0 {
-		if err := s.deliverFiles(ctx, buildID, ledger, ""); err != nil {
-			return err
-		}
 		for _, line := range s.Identity.Describe(st) {
 			s.jobf("%s", line)
 		}
 	}
+	// The identity's files are delivered by the exec of the first
+	// sub-stage that has them (delivery.go), not by an exec of their own.
 	if err := ledger.Update(func(st *JobState) { st.Phase = PhaseReady }); err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	var st *JobState
 	user := s.Settings.Docker.User
 	if s.Identity != nil {
-		if st, err = s.refreshIdentity(ctx, p, build, subStage, nil); err != nil {
+		if st, err = s.refreshIdentity(ctx, p, build, subStage, 0, nil); err != nil {
 			return err
 		}
 		if st != nil {
@@ -100,11 +100,16 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	// container and then wait for the exec to report how it ended.
 	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelExec()
+	spec := ExecSpec{
+		Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
+		Stdin: script, Stdout: stdout, Stderr: stderr,
+	}
+	pending, err := s.startDelivery(&spec, st, subStage)
+	if err != nil {
+		return err
+	}
 	go func() {
-		code, err := s.Runtime.Exec(execCtx, build, ExecSpec{
-			Cmd: []string{"sh", "-c", ShellProbe}, User: user, Env: env,
-			Stdin: script, Stdout: stdout, Stderr: stderr,
-		})
+		code, err := s.Runtime.Exec(execCtx, build, spec)
 		done <- execResult{code, err}
 	}()
 	stopRefresh, refreshDone := make(chan struct{}), make(chan struct{})
@@ -115,7 +120,10 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	if _, due := s.nextRefresh(st, subStage); due {
 		go func() {
 			defer close(refreshDone)
-			s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
+			// A refresh must not write the files before the delivery does.
+			if pending.waitConfirmed(stopRefresh) {
+				s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
+			}
 		}()
 	} else {
 		close(refreshDone)
@@ -139,10 +147,14 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 	// revoked) before the stage ends.
 	close(stopRefresh)
 	<-refreshDone
+	deliveryErr := s.finishDelivery(p.ID, pending)
 	flushErr := errors.Join(stdout.Flush(), stderr.Flush())
 	s.Log.Debug("sub-stage finished", "job", p.ID, "stage", subStage, "exit_code", res.code, "canceled", canceled, "duration", s.now().Sub(start))
 	if res.err != nil {
 		return fmt.Errorf("running %s in %s: %w", subStage, build, res.err)
+	}
+	if deliveryErr != nil {
+		return fmt.Errorf("running %s in %s: %w", subStage, build, deliveryErr)
 	}
 	if flushErr != nil {
 		return fmt.Errorf("writing output of %s: %w", subStage, flushErr)
@@ -197,10 +209,12 @@ const (
 	refreshBudget = 3 * time.Minute
 )
 
-// refreshWhileRunning keeps the token file fresh while a long sub-stage
-// runs, until stop is closed: when the token enters the refresh margin it
-// is replaced as before a sub-stage, and the new token is masked before it
-// is written. A refresh that has started is never abandoned halfway. The
+// refreshWhileRunning keeps the token file fresh while a sub-stage runs,
+// until stop is closed: refreshAhead before a token enters the refresh
+// margin it is replaced as before a sub-stage, and the new token is masked
+// before it is written; so a refresh falling due at the boundary to the
+// next sub-stage is done here, not by the next one before its script
+// starts. A refresh that has started is never abandoned halfway. The
 // exec's environment cannot change, so long-running jobs read the file.
 func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, subStage string, st *JobState, maskers ...Masker) {
 	for {
@@ -220,7 +234,7 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 		case <-s.after(wait):
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
-		next, err := s.refreshIdentity(rctx, p, build, subStage, func(next *JobState) {
+		next, err := s.refreshIdentity(rctx, p, build, subStage, refreshAhead, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
@@ -252,20 +266,23 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 	}
 }
 
-// nextRefresh is when the job's next token refresh is due; false without
+// nextRefresh is when the refresher of a running sub-stage replaces a
+// token present in it next (refreshAhead before it is due); false without
 // an identity or a token to refresh.
 func (s *Stages) nextRefresh(st *JobState, subStage string) (time.Time, bool) {
 	if st == nil || s.Identity == nil || len(st.Credentials) == 0 {
 		return time.Time{}, false
 	}
-	return s.Identity.NextRefresh(st, subStage)
+	return s.Identity.NextRefresh(st, subStage, refreshAhead)
 }
 
-// refreshIdentity readies the job's identity for a sub-stage: a token
-// close to expiry (or rotated each step) is replaced — new token, new
-// file, then the old token revoked — and the tmpfs holds exactly the
-// files of the credentials present in the sub-stage.
-func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, subStage string, beforeWrite func(*JobState)) (*JobState, error) {
+// refreshIdentity readies the job's identity for a sub-stage: a token due
+// for refresh within the next within (0 before the sub-stage starts,
+// refreshAhead while it runs), or rotated each step, is replaced — new
+// token, new file, then the old token revoked. Before the sub-stage
+// starts (within 0) the files ride on its script's exec (delivery.go);
+// while it runs they are written at once.
+func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, subStage string, within time.Duration, beforeWrite func(*JobState)) (*JobState, error) {
 	unlock, err := s.State.Lock(p.ID, true)
 	if err != nil {
 		return nil, err
@@ -288,17 +305,19 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, s
 		return nil, err
 	}
 	ledger := NewLedger(s.State, st)
-	refresh := s.Identity.NeedsRefresh(st, subStage)
+	refresh := s.Identity.NeedsRefresh(st, subStage, within)
 	if refresh {
-		if err := s.Identity.Refresh(ctx, ledger, subStage); err != nil {
+		if err := s.Identity.Refresh(ctx, ledger, subStage, within); err != nil {
 			return nil, fmt.Errorf("refreshing the job's token: %w", err)
 		}
 		if beforeWrite != nil {
 			beforeWrite(st)
 		}
 	}
-	if err := s.deliverFiles(ctx, containerID, ledger, subStage); err != nil {
-		return nil, err
+	if within > 0 {
+		if err := s.deliverFiles(ctx, containerID, ledger, subStage); err != nil {
+			return nil, err
+		}
 	}
 	if refresh {
 		if err := s.Identity.RevokeStale(ctx, ledger); err != nil {
@@ -309,37 +328,54 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, s
 }
 
 // deliverFiles makes the container's identity tmpfs hold what the
-// sub-stage gets: each file is written when its content changed and
-// removed when its credential is absent. What is there is recorded (by
-// hash) in the state, so an unchanged file costs no exec.
+// sub-stage gets while its script runs (a refreshed token): each changed
+// file is written, each file of an absent credential removed, by an exec
+// of its own, and recorded (by hash) in the state.
 func (s *Stages) deliverFiles(ctx context.Context, containerID string, l *Ledger, subStage string) error {
 	st := l.State()
-	for _, f := range s.Identity.Files(st, subStage) {
-		sum := ""
-		if !f.Remove {
-			h := sha256.Sum256([]byte(f.Content))
-			sum = hex.EncodeToString(h[:])
-		}
-		if have, ok := st.Files[f.Path]; (f.Remove && !ok) || (!f.Remove && have == sum) {
-			continue
-		}
+	for _, f := range fileChanges(st, s.Identity.Files(st, subStage)) {
 		if err := s.writeSecretFile(ctx, containerID, st.User, f); err != nil {
 			return err
 		}
-		if err := l.Update(func(st *JobState) {
-			if f.Remove {
-				delete(st.Files, f.Path)
-				return
-			}
-			if st.Files == nil {
-				st.Files = map[string]string{}
-			}
-			st.Files[f.Path] = sum
-		}); err != nil {
+		if err := l.Update(func(st *JobState) { recordFiles(st, []SecretFile{f}) }); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// fileChanges are the files of a sub-stage that differ from what the
+// state records in the tmpfs: contents to write, and removals of files
+// that are there. An unchanged file costs nothing.
+func fileChanges(st *JobState, files []SecretFile) []SecretFile {
+	var out []SecretFile
+	for _, f := range files {
+		have, ok := st.Files[f.Path]
+		if (f.Remove && !ok) || (!f.Remove && ok && have == fileSum(f.Content)) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// recordFiles records files written to (or removed from) the tmpfs.
+func recordFiles(st *JobState, files []SecretFile) {
+	for _, f := range files {
+		if f.Remove {
+			delete(st.Files, f.Path)
+			continue
+		}
+		if st.Files == nil {
+			st.Files = map[string]string{}
+		}
+		st.Files[f.Path] = fileSum(f.Content)
+	}
+}
+
+func fileSum(content string) string {
+	h := sha256.Sum256([]byte(content))
+	return hex.EncodeToString(h[:])
 }
 
 // writeSecretFile puts one identity file in the container's tmpfs as a

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/internal/atomicfile"
@@ -41,7 +42,9 @@ func parentRunnerExe() string {
 	return exe
 }
 
-var runnerVersionLine = regexp.MustCompile(`(?m)^Version:\s+(\d+\.\d+\.\d+\S*)\s*$`)
+var runnerVersionLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^Version:\s+(\d+\.\d+\.\d+\S*)\s*$`)
+})
 
 // runnerVersionCache is the state-dir file that remembers the version of
 // one runner binary, so --version (about a second of a 2-core machine) runs
@@ -77,7 +80,7 @@ func runnerVersionOf(ctx context.Context, exe, cacheFile string) (string, error)
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("asking the runner binary for its version: %w", err)
 	}
-	m := runnerVersionLine.FindSubmatch(firstLines(out.Bytes(), 20))
+	m := runnerVersionLine().FindSubmatch(firstLines(out.Bytes(), 20))
 	if m == nil {
 		return "", fmt.Errorf("asking the runner binary for its version: no Version line in its output")
 	}

@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,7 +126,7 @@ var defaultCapAdd = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGI
 // minCPUs is the smallest CPU limit Docker accepts (0.01 CPU).
 const minCPUs = 0.01
 
-var runnerIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+var runnerIDPattern = charPattern{first: "a-z0-9", rest: "a-z0-9-", min: 1, max: 40} // ^[a-z0-9][a-z0-9-]{0,39}$
 
 // LoadSettings reads, defaults and validates the settings file. Every
 // problem is reported at once.

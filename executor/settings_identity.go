@@ -214,7 +214,7 @@ func checkTokenDir(file string) error {
 }
 
 var (
-	authServerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	authServerIDPattern = charPattern{first: "A-Za-z0-9_-", rest: "A-Za-z0-9_-", min: 1, max: 64} // ^[A-Za-z0-9_-]{1,64}$
 	envPrefixPattern    = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_$`)
 )
 

@@ -148,9 +148,10 @@ const (
 
 // Due says whether the credential needs a new token in the run sub-stage
 // at now, with the settings' refresh margin (for tokens of a ledger
-// written before refresh times were recorded). A credential absent from
-// the sub-stage is never due there.
-func (c *Credential) Due(subStage string, now time.Time, margin time.Duration) int {
+// written before refresh times were recorded), for a caller looking within
+// ahead and never sooner than floor after issuance (LedgerEntry.
+// RefreshPoint). A credential absent from the sub-stage is never due there.
+func (c *Credential) Due(subStage string, now time.Time, margin, within, floor time.Duration) int {
 	cur := c.Current()
 	if cur == nil || !c.PresentIn(subStage) {
 		return NotDue
@@ -161,20 +162,21 @@ func (c *Credential) Due(subStage string, now time.Time, margin time.Duration) i
 		}
 		return DueRotation
 	}
-	if !now.Before(cur.RefreshDue(margin)) {
+	if !now.Before(cur.RefreshPoint(margin, within, floor)) {
 		return DueExpiry
 	}
 	return NotDue
 }
 
-// NextRefresh is when the credential's current token is due for refresh,
-// false without one or when the credential is absent from the sub-stage.
-func (c *Credential) NextRefresh(subStage string, margin time.Duration) (time.Time, bool) {
+// NextRefresh is when the credential's current token is due for refresh
+// by a caller looking within ahead (see Due), false without one or when
+// the credential is absent from the sub-stage.
+func (c *Credential) NextRefresh(subStage string, margin, within, floor time.Duration) (time.Time, bool) {
 	cur := c.Current()
 	if cur == nil || !c.PresentIn(subStage) {
 		return time.Time{}, false
 	}
-	return cur.RefreshDue(margin), true
+	return cur.RefreshPoint(margin, within, floor), true
 }
 
 // RefreshDue is when the token is to be refreshed: its planned time, or for

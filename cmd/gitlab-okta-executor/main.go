@@ -158,6 +158,12 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	if cmd == "run" && fs.NArg() != 2 {
 		return fmt.Errorf("run needs <script> <sub-stage>, got %d arguments", fs.NArg())
 	}
+	if cmd == "config" {
+		// config makes no Docker, state or Okta call: it starts none of
+		// their clients (process start is most of a stage's fixed cost).
+		return (&executor.Stages{Settings: settings, Log: logger, Now: time.Now, Stdout: stdout, Stderr: stderr,
+			Getenv: getenv, Version: version}).Config(ctx)
+	}
 	d := &settings.Docker
 	rt, err := docker.Connect(logger.Named("docker"), docker.Endpoint{
 		Host: d.Host, CAFile: d.TLSCAFile, CertFile: d.TLSCertFile, KeyFile: d.TLSKeyFile,
@@ -185,8 +191,6 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		stages.Identity = ident
 	}
 	switch cmd {
-	case "config":
-		return stages.Config(ctx)
 	case "prepare":
 		return stages.Prepare(ctx)
 	case "run":

@@ -112,7 +112,7 @@ func RunContract(t *testing.T, newSubject func(t *testing.T) *Subject) {
 		if env := s.Identity.Env(st, "get_sources"); len(env) != 0 {
 			t.Errorf("get_sources gets variables %q", env)
 		}
-		if s.Identity.NeedsRefresh(st, "get_sources") {
+		if s.Identity.NeedsRefresh(st, "get_sources", 0) {
 			t.Error("a credential absent from get_sources is refreshed for it")
 		}
 		revokeAll(t, s, l)
@@ -120,19 +120,19 @@ func RunContract(t *testing.T, newSubject func(t *testing.T) *Subject) {
 	t.Run("refresh then revoke the stale token", func(t *testing.T) {
 		s := newSubject(t)
 		st, l := issue(t, s, executor.NewMemStore())
-		if s.Identity.NeedsRefresh(st, step) {
+		if s.Identity.NeedsRefresh(st, step, 0) {
 			t.Fatal("a fresh token needs refresh")
 		}
-		due, ok := s.Identity.NextRefresh(st, step)
+		due, ok := s.Identity.NextRefresh(st, step, 0)
 		if !ok {
 			t.Fatal("no refresh planned")
 		}
 		first := st.Credentials[0].Current().Token.Reveal()
 		s.SetNow(due.Add(time.Second))
-		if !s.Identity.NeedsRefresh(st, step) {
+		if !s.Identity.NeedsRefresh(st, step, 0) {
 			t.Fatal("a token past its refresh time needs no refresh")
 		}
-		if err := s.Identity.Refresh(context.Background(), l, step); err != nil {
+		if err := s.Identity.Refresh(context.Background(), l, step, 0); err != nil {
 			t.Fatal(err)
 		}
 		second := st.Credentials[0].Current().Token.Reveal()

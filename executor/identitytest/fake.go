@@ -47,6 +47,9 @@ type Fake struct {
 	Deny error
 	// FailIssue, when set, is Issue's and Refresh's answer.
 	FailIssue error
+	// BeforeIssue, when set, is called as Issue starts, before it answers:
+	// a test holds an issuance in flight with it.
+	BeforeIssue func()
 
 	mu      sync.Mutex
 	seq     int
@@ -164,6 +167,9 @@ func (f *Fake) Authorize(_ context.Context, _ *executor.Payload, st *executor.Jo
 // Issue implements executor.Identity.
 func (f *Fake) Issue(_ context.Context, l *executor.Ledger) error {
 	f.record("Issue")
+	if f.BeforeIssue != nil {
+		f.BeforeIssue()
+	}
 	if f.FailIssue != nil {
 		return f.FailIssue
 	}
@@ -194,10 +200,15 @@ func (f *Fake) issue(l *executor.Ledger, c *identity.Credential) error {
 	})
 }
 
+// MinRefreshInterval is the Fake's refresh floor, the broker's: no token
+// is due sooner than this after it was issued, however far ahead the
+// caller looks.
+const MinRefreshInterval = 30 * time.Second
+
 // NeedsRefresh implements executor.Identity.
-func (f *Fake) NeedsRefresh(st *executor.JobState, subStage string) bool {
+func (f *Fake) NeedsRefresh(st *executor.JobState, subStage string, within time.Duration) bool {
 	for _, c := range st.Credentials {
-		if c.Due(subStage, f.now(), f.margin()) != identity.NotDue {
+		if c.Due(subStage, f.now(), f.margin(), within, MinRefreshInterval) != identity.NotDue {
 			return true
 		}
 	}
@@ -205,10 +216,10 @@ func (f *Fake) NeedsRefresh(st *executor.JobState, subStage string) bool {
 }
 
 // NextRefresh implements executor.Identity.
-func (f *Fake) NextRefresh(st *executor.JobState, subStage string) (time.Time, bool) {
+func (f *Fake) NextRefresh(st *executor.JobState, subStage string, within time.Duration) (time.Time, bool) {
 	var next time.Time
 	for _, c := range st.Credentials {
-		if at, ok := c.NextRefresh(subStage, f.margin()); ok && (next.IsZero() || at.Before(next)) {
+		if at, ok := c.NextRefresh(subStage, f.margin(), within, MinRefreshInterval); ok && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
 	}
@@ -216,13 +227,13 @@ func (f *Fake) NextRefresh(st *executor.JobState, subStage string) (time.Time, b
 }
 
 // Refresh implements executor.Identity, rotation each step included.
-func (f *Fake) Refresh(_ context.Context, l *executor.Ledger, subStage string) error {
+func (f *Fake) Refresh(_ context.Context, l *executor.Ledger, subStage string, within time.Duration) error {
 	f.record("Refresh")
 	if f.FailIssue != nil {
 		return f.FailIssue
 	}
 	for _, c := range l.State().Credentials {
-		why := c.Due(subStage, f.now(), f.margin())
+		why := c.Due(subStage, f.now(), f.margin(), within, MinRefreshInterval)
 		if why == identity.NotDue {
 			continue
 		}

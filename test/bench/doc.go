@@ -30,6 +30,15 @@
 //     burst's wall time over the bucket's own 60 s (target ≤ 1.10), next to
 //     the same burst without the budget. It takes two minutes and runs once
 //     per test binary.
+//   - BenchmarkIdentityJob: the same one-line echo job through the four
+//     stages three ways in rotating order: no identity, the fake Okta on
+//     loopback, and the fake Okta at a 150 ms round trip (test/latency);
+//     paired ratios of each identity job over the no-identity job of the
+//     same iteration (targets ≤ 1.03 on loopback, ≤ 1.05 at 150 ms), with
+//     prepare and cleanup by variant. Needs a Docker engine.
+//
+// BenchmarkConfigStage also reports the invocation's CPU time
+// (ms-cpu/config), steadier than wall time on a loaded machine.
 //
 // The figures are medians over b.N jobs or invocations, so use a fixed count
 // (-benchtime 20x); ns/op is suppressed where it would mix two things.

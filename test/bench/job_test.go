@@ -180,19 +180,26 @@ func getJobWorld(b *testing.B) *jobWorld {
 	return theJobWorld
 }
 
+// benchDocker is what a job benchmark needs of Docker: a client of an
+// engine that answers and the test images.
+func benchDocker(ctx context.Context, name string) (*client.Client, testimages.Images, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, testimages.Images{}, err
+	}
+	if _, err := cli.Ping(ctx); err != nil {
+		return nil, testimages.Images{}, fmt.Errorf("%s needs a Docker engine and none answers: %w", name, err)
+	}
+	images, err := testimages.Ensure(ctx, cli)
+	return cli, images, err
+}
+
 func newJobWorld(b *testing.B) (*jobWorld, error) {
 	bin := executorBinary(b)
 	fakeRunner := harness.BuildFakeRunner(b)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := cli.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("BenchmarkJob needs a Docker engine and none answers: %w", err)
-	}
-	images, err := testimages.Ensure(ctx, cli)
+	cli, images, err := benchDocker(ctx, "BenchmarkJob")
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +292,11 @@ func (w *jobWorld) runExecutor(b *testing.B, ctx context.Context) (time.Duration
 	if err := checkJob(res); err != nil {
 		b.Fatal(err)
 	}
+	return total, phasesOf(res, total)
+}
+
+// phasesOf splits a job's total wall time by stage.
+func phasesOf(res *harness.Result, total time.Duration) jobPhases {
 	var p jobPhases
 	for _, s := range res.Stages {
 		switch {
@@ -299,7 +311,7 @@ func (w *jobWorld) runExecutor(b *testing.B, ctx context.Context) (time.Duration
 		}
 	}
 	p.harness = total - p.config - p.prepare - p.run - p.cleanup
-	return total, p
+	return p
 }
 
 // runDirect runs one direct job.
@@ -428,21 +440,27 @@ func directExec(ctx context.Context, cli *client.Client, id, script string) erro
 // removeAll removes whatever the benchmark left: containers and networks
 // of the runner and of the direct program, and both cache volumes.
 func (w *jobWorld) removeAll() {
+	removeRunnerResources(w.cli, w.runnerID, w.directCache)
+}
+
+// removeRunnerResources removes the containers and networks labelled as a
+// runner's, its project cache volume and the extra volumes named.
+func removeRunnerResources(cli *client.Client, runnerID string, volumes ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sel := filters.NewArgs(filters.Arg("label", labelPrefix+"runner="+w.runnerID))
-	if cs, err := w.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: sel}); err == nil {
+	sel := filters.NewArgs(filters.Arg("label", labelPrefix+"runner="+runnerID))
+	if cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: sel}); err == nil {
 		for _, c := range cs {
-			_ = w.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		}
 	}
-	if ns, err := w.cli.NetworkList(ctx, network.ListOptions{Filters: sel}); err == nil {
+	if ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: sel}); err == nil {
 		for _, n := range ns {
-			_ = w.cli.NetworkRemove(ctx, n.ID)
+			_ = cli.NetworkRemove(ctx, n.ID)
 		}
 	}
-	for _, v := range []string{"gitlab-okta-" + w.runnerID + "-cache-project-1-non-protected", w.directCache} {
-		_ = w.cli.VolumeRemove(ctx, v, true)
+	for _, v := range append([]string{"gitlab-okta-" + runnerID + "-cache-project-1-non-protected"}, volumes...) {
+		_ = cli.VolumeRemove(ctx, v, true)
 	}
 }
 

@@ -82,6 +82,10 @@ type Options struct {
 	// create/lifecycle/delete bucket (see mgmt.go); default
 	// DefaultAppRateLimit.
 	AppRateLimit int
+	// WrapListener, when set, wraps the listener the server serves on (it
+	// keeps the address): test/latency's Listen puts the fake at a round
+	// trip from its clients.
+	WrapListener func(net.Listener) net.Listener
 }
 
 // Client is a registered service app that authenticates with
@@ -252,6 +256,9 @@ func Start(opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("fakeokta: listen on %s: %w", opts.Addr, err)
+	}
+	if opts.WrapListener != nil {
+		ln = opts.WrapListener(ln)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{

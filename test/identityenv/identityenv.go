@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -80,6 +81,9 @@ type Options struct {
 	AppRateLimit int
 	// RateLimitWindow shortens the fake's one-minute rate-limit windows.
 	RateLimitWindow time.Duration
+	// OktaListener wraps the fake Okta's listener (fakeokta's
+	// WrapListener), e.g. to put it at a round trip with test/latency.
+	OktaListener func(net.Listener) net.Listener
 }
 
 // Start starts both servers and registers the runner's app with an EC P-256
@@ -94,7 +98,8 @@ func Start(t testing.TB, lifetime time.Duration) *Env {
 func StartWith(t testing.TB, o Options) *Env {
 	t.Helper()
 	lifetime := o.Lifetime
-	okta, err := fakeokta.Start(fakeokta.Options{AppRateLimit: o.AppRateLimit, RateLimitWindow: o.RateLimitWindow})
+	okta, err := fakeokta.Start(fakeokta.Options{AppRateLimit: o.AppRateLimit, RateLimitWindow: o.RateLimitWindow,
+		WrapListener: o.OktaListener})
 	if err != nil {
 		t.Fatalf("starting fake Okta: %v", err)
 	}
