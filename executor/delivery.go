@@ -88,6 +88,9 @@ type delivery struct {
 	nonce  string
 	files  []SecretFile
 	report *deliveryReport
+	// recordOnce records files in the state once (recordDelivery).
+	recordOnce sync.Once
+	recordErr  error
 	// confirmed is closed when the wrapper reports the files written.
 	confirmed chan struct{}
 	mu        sync.Mutex
@@ -250,15 +253,31 @@ func (s *Stages) finishDelivery(jobID int64, d *delivery) error {
 	if err := d.result(); err != nil {
 		return fmt.Errorf("delivering the job's token files: %w", err)
 	}
-	unlock, err := s.State.Lock(jobID, true)
-	if err != nil {
-		return err
+	return s.recordDelivery(jobID, d)
+}
+
+// recordDelivery records the files of a confirmed delivery in the state,
+// once: the refresher records it before it may write a newer file (it
+// waits for the confirmation), finishDelivery otherwise. Nothing to do for
+// d nil.
+func (s *Stages) recordDelivery(jobID int64, d *delivery) error {
+	if d == nil {
+		return nil
 	}
-	defer unlock()
-	st, err := s.State.Load(jobID)
-	if err != nil {
-		return err
-	}
-	recordFiles(st, d.files)
-	return s.State.Save(st)
+	d.recordOnce.Do(func() {
+		unlock, err := s.State.Lock(jobID, true)
+		if err != nil {
+			d.recordErr = err
+			return
+		}
+		defer unlock()
+		st, err := s.State.Load(jobID)
+		if err != nil {
+			d.recordErr = err
+			return
+		}
+		recordFiles(st, d.files)
+		d.recordErr = s.State.Save(st)
+	})
+	return d.recordErr
 }

@@ -121,7 +121,7 @@ func (s *Stages) Run(ctx context.Context, scriptPath, subStage string, mask NewM
 		go func() {
 			defer close(refreshDone)
 			// A refresh must not write the files before the delivery does.
-			if pending.waitConfirmed(stopRefresh) {
+			if pending.waitConfirmed(stopRefresh) && s.recordDelivery(p.ID, pending) == nil {
 				s.refreshWhileRunning(stopRefresh, p, build, subStage, st, stdout, stderr)
 			}
 		}()
@@ -301,12 +301,13 @@ func (s *Stages) refreshIdentity(ctx context.Context, p *Payload, containerID, s
 	if len(st.Credentials) == 0 {
 		return st, nil
 	}
-	if err := CheckIncidentLocks(s.Settings.StateDir, JobFacts(st)); err != nil {
-		return nil, err
-	}
 	ledger := NewLedger(s.State, st)
 	refresh := s.Identity.NeedsRefresh(st, subStage, within)
 	if refresh {
+		// A lock refuses new tokens; the job keeps the one it has.
+		if err := CheckIncidentLocks(s.Settings.StateDir, JobFacts(st)); err != nil {
+			return nil, err
+		}
 		if err := s.Identity.Refresh(ctx, ledger, subStage, within); err != nil {
 			return nil, fmt.Errorf("refreshing the job's token: %w", err)
 		}

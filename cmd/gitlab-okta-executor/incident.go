@@ -13,7 +13,6 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
-	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/incident"
 )
@@ -70,7 +69,7 @@ func dispatchIncident(ctx context.Context, cmd string, args []string, stdout, st
 	k := &executor.Incident{Settings: settings, State: store, Locks: incident.LocksIn(settings.StateDir),
 		Log: logger, Now: time.Now, LockWait: wait}
 	if settings.Identity.Enabled() {
-		k.Audit = &identity.AuditLog{Path: settings.Identity.AuditLog, Logger: logger.Named("audit")}
+		k.Audit = newAuditLog(settings, logger, nil)
 	}
 	by := incident.CurrentOperator(getenv)
 	switch {
