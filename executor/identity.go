@@ -32,7 +32,7 @@ type Identity interface {
 	// this sub-stage, or due for refresh within the next within (0: now).
 	// However large within, no token is due sooner than the identity's
 	// refresh floor after it was issued. A running sub-stage's refresher
-	// asks with refreshAhead, so a refresh falling due at the next
+	// asks with RefreshAhead, so a refresh falling due at the next
 	// sub-stage's start is done before it.
 	NeedsRefresh(st *JobState, subStage string, within time.Duration) bool
 	// NextRefresh is the earliest time at which a token present in the

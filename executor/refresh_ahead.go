@@ -2,7 +2,7 @@ package executor
 
 import "time"
 
-// refreshAhead is how far ahead the refresher of a running sub-stage looks
+// RefreshAhead is how far ahead the refresher of a running sub-stage looks
 // for tokens due (Identity.NeedsRefresh's within). Without it a refresh
 // that falls due between two sub-stages (the previous one ended just
 // before, the next one starts just after) is made by the next run call
@@ -14,4 +14,4 @@ import "time"
 // minutes, refreshed after 200 s) one refresh in seven more. The identity
 // never refreshes sooner than its floor after issuance, however far ahead
 // the stage looks.
-const refreshAhead = 30 * time.Second
+const RefreshAhead = 30 * time.Second

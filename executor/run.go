@@ -210,7 +210,7 @@ const (
 )
 
 // refreshWhileRunning keeps the token file fresh while a sub-stage runs,
-// until stop is closed: refreshAhead before a token enters the refresh
+// until stop is closed: RefreshAhead before a token enters the refresh
 // margin it is replaced as before a sub-stage, and the new token is masked
 // before it is written; so a refresh falling due at the boundary to the
 // next sub-stage is done here, not by the next one before its script
@@ -234,7 +234,7 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 		case <-s.after(wait):
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), refreshBudget)
-		next, err := s.refreshIdentity(rctx, p, build, subStage, refreshAhead, func(next *JobState) {
+		next, err := s.refreshIdentity(rctx, p, build, subStage, RefreshAhead, func(next *JobState) {
 			for _, secret := range s.Identity.Secrets(next) {
 				for _, m := range maskers {
 					m.Add(secret)
@@ -267,18 +267,18 @@ func (s *Stages) refreshWhileRunning(stop <-chan struct{}, p *Payload, build, su
 }
 
 // nextRefresh is when the refresher of a running sub-stage replaces a
-// token present in it next (refreshAhead before it is due); false without
+// token present in it next (RefreshAhead before it is due); false without
 // an identity or a token to refresh.
 func (s *Stages) nextRefresh(st *JobState, subStage string) (time.Time, bool) {
 	if st == nil || s.Identity == nil || len(st.Credentials) == 0 {
 		return time.Time{}, false
 	}
-	return s.Identity.NextRefresh(st, subStage, refreshAhead)
+	return s.Identity.NextRefresh(st, subStage, RefreshAhead)
 }
 
 // refreshIdentity readies the job's identity for a sub-stage: a token due
 // for refresh within the next within (0 before the sub-stage starts,
-// refreshAhead while it runs), or rotated each step, is replaced — new
+// RefreshAhead while it runs), or rotated each step, is replaced — new
 // token, new file, then the old token revoked. Before the sub-stage
 // starts (within 0) the files ride on its script's exec (delivery.go);
 // while it runs they are written at once.

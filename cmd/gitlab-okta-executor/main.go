@@ -159,10 +159,20 @@ func dispatch(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		return fmt.Errorf("run needs <script> <sub-stage>, got %d arguments", fs.NArg())
 	}
 	if cmd == "config" {
-		// config makes no Docker, state or Okta call: it starts none of
-		// their clients (process start is most of a stage's fixed cost).
-		return (&executor.Stages{Settings: settings, Log: logger, Now: time.Now, Stdout: stdout, Stderr: stderr,
+		// config makes no Docker or Okta call: it starts none of their
+		// clients (process start is most of a stage's fixed cost), and
+		// opens the state dir only to count itself in metrics_file.
+		if settings.MetricsFile != "" {
+			store, serr := executor.NewFileStore(settings.StateDir)
+			if serr != nil {
+				return serr
+			}
+			_, flushMetrics := newMetrics(settings, store, logger)
+			defer func() { flushMetrics(cmd, err) }()
+		}
+		err = (&executor.Stages{Settings: settings, Log: logger, Now: time.Now, Stdout: stdout, Stderr: stderr,
 			Getenv: getenv, Version: version}).Config(ctx)
+		return err
 	}
 	d := &settings.Docker
 	rt, err := docker.Connect(logger.Named("docker"), docker.Endpoint{

@@ -682,10 +682,11 @@ func TestIdentityJobReceivesAVerifiableTokenThatStaysOutOfSight(t *testing.T) {
 			t.Errorf("docker event %q carries the token", strings.Fields(string(m.Action))[0])
 		}
 	}
-	// Five sub-stages and the gate opener: the token file travels in the
-	// first sub-stage's exec, with no exec of its own.
-	if execs != 6 {
-		t.Errorf("%d exec_create events recorded, want 6: one per sub-stage and the gate opener", execs)
+	// Five sub-stages, prepare's confinement probe and the gate opener: the
+	// token file travels in the first sub-stage's exec, with no exec of its
+	// own.
+	if execs != 7 {
+		t.Errorf("%d exec_create events recorded, want 7: one per sub-stage, the confinement probe and the gate opener", execs)
 	}
 
 	log := s.a.JobLog()
@@ -744,16 +745,28 @@ func TestIdentityTokenFileBelongsToTheConfiguredUser(t *testing.T) {
 	s := w.stage(t, harness.Job{Steps: script("true")})
 	s.config()
 	s.prepare()
-	// The first sub-stage delivers the file.
-	s.run(harness.SubStagePrepareScript)
-	_, entry := w.liveToken(t, s.id)
-	// The file is written for the first sub-stage the credential is
-	// present in (by default the job's script), not at prepare.
-	s.run(harness.SubStageBuildScript)
 	build, ok := w.containerWithRole("build")
 	if !ok {
 		t.Fatal("no build container after prepare")
 	}
+	// The script step cds into the project dir, which get_sources would
+	// make: make it from outside, writable by the job user (root without
+	// CAP_CHOWN where Docker leaves the fresh volume root's; the job user
+	// where Podman gives the volume to it).
+	if _, code := w.dockerExec(t, build.ID, "0", "sh", "-c", "mkdir -p -m 0777 /builds/group && mkdir -p -m 0777 /builds/group/project"); code != 0 {
+		if out, code := w.dockerExec(t, build.ID, "1234:1234", "mkdir", "-p", "/builds/group/project"); code != 0 {
+			t.Fatalf("making the project dir: exit %d %s", code, out)
+		}
+	}
+	// prepare_script has no credential (by default only the job's script
+	// steps and after_script do): the file is written for the job's
+	// script, not at prepare nor before.
+	s.run(harness.SubStagePrepareScript)
+	if _, code := w.dockerExec(t, build.ID, "0", "test", "-e", tokenFile); code == 0 {
+		t.Error("the token file exists in prepare_script")
+	}
+	_, entry := w.liveToken(t, s.id)
+	s.run(harness.SubStageBuildScript)
 	if out, code := w.dockerExec(t, build.ID, "0", "stat", "-c", "%a %u %g", tokenFile); code != 0 || strings.TrimSpace(out) != "400 1234 1234" {
 		t.Errorf("token file mode and owner %q (exit %d), want 400 1234 1234", out, code)
 	}

@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,6 +19,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/broker"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/identity/okta"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
@@ -251,17 +254,23 @@ func TestIndependentRefreshFollowsTheServersShorterLifetime(t *testing.T) {
 		t.Errorf("%d refreshed audit events for %d tokens", len(refreshed), issued)
 	}
 	// No storm: a token is replaced only once less than the 10 s margin of
-	// its server lifetime is left (how many replacements a job needs
+	// its server lifetime is left, or a running sub-stage's refresher looks
+	// 30 s ahead of that (refresh ahead), but never sooner than the 30 s
+	// refresh floor after it was issued (how many replacements a job needs
 	// depends on how slowly its sub-stages run on a loaded machine).
 	grants := append(eventsOf(evs, res.Payload.ID, identity.EventIssued), refreshed...)
 	for i := 1; i < len(grants); i++ {
 		prevExp, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i-1]["expires_at"]))
-		at, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i]["time"]))
-		if err1 != nil || err2 != nil {
-			t.Fatalf("audit times: %v %v", err1, err2)
+		prevAt, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i-1]["time"]))
+		at, err3 := time.Parse(time.RFC3339Nano, fmt.Sprint(grants[i]["time"]))
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatalf("audit times: %v", err)
 		}
-		if left := prevExp.Sub(at); left > 10*time.Second+time.Second {
-			t.Errorf("token %d replaced with %s of its life left, more than the 10 s margin", i, left.Round(time.Millisecond))
+		if left := prevExp.Sub(at); left > 10*time.Second+executor.RefreshAhead+time.Second {
+			t.Errorf("token %d replaced with %s of its life left, more than the 10 s margin and the refresh-ahead", i, left.Round(time.Millisecond))
+		}
+		if age := at.Sub(prevAt); age < broker.MinRefreshInterval-time.Second {
+			t.Errorf("token %d replaced %s after it was issued, under the refresh floor", i, age.Round(time.Millisecond))
 		}
 	}
 	w.assertClean()
