@@ -8,8 +8,9 @@ import (
 )
 
 // TestRefreshPointLooksAheadAboveTheFloor: looking within ahead moves a
-// token's refresh earlier by within, but never before MinRefreshInterval
-// after issuance nor after its plan; within 0 is the plan itself.
+// token's refresh earlier by within, but never before the broker's floor
+// (MinRefreshInterval) after issuance nor after its plan; within 0 is the
+// plan itself.
 func TestRefreshPointLooksAheadAboveTheFloor(t *testing.T) {
 	issued := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -27,7 +28,7 @@ func TestRefreshPointLooksAheadAboveTheFloor(t *testing.T) {
 		if tc.refreshAfter > 0 {
 			e.RefreshAt = issued.Add(tc.refreshAfter)
 		}
-		if got := refreshPoint(e, 5*time.Minute, tc.within).Sub(issued); got != tc.after {
+		if got := e.RefreshPoint(5*time.Minute, tc.within, MinRefreshInterval).Sub(issued); got != tc.after {
 			t.Errorf("%s: refresh point %s after issuance, want %s", tc.name, got, tc.after)
 		}
 	}
