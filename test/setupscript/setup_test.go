@@ -351,6 +351,11 @@ func TestEngineNeverAnswers(t *testing.T) {
 	r := m.run("scripts/setup", "SETUP_ENGINE_WAIT=1")
 	r.want(t, 1)
 	wantContains(t, "stderr", r.stderr, "setup: dockerd did not answer within 1s; the end of", "stub dockerd: starting")
+	// The whole bound is waited: a deadline in whole seconds ($SECONDS)
+	// once gave up after 0.36 s, before the engine had written a line.
+	if r.took < time.Second {
+		t.Errorf("gave up after %s with a 1 s bound", r.took)
+	}
 	if r.took > 10*time.Second {
 		t.Errorf("took %s with a 1 s bound", r.took)
 	}
