@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -126,7 +127,11 @@ func seal(key Key, b []byte) string {
 }
 
 // chainSuffix matches the chain fields Append writes at the end of a line.
-var chainSuffix = regexp.MustCompile(`,"seq":([0-9]{1,20}),"prev":"([0-9a-f]{0,64})",("hash"|"mac"):"([0-9a-f]{64})"\}$`)
+// Compiled on first use: its bounded repetitions make a large program,
+// and every stage process would otherwise pay for it at start.
+var chainSuffix = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`,"seq":([0-9]{1,20}),"prev":"([0-9a-f]{0,64})",("hash"|"mac"):"([0-9a-f]{64})"\}$`)
+})
 
 // chained is a parsed chain line.
 type chained struct {
@@ -140,7 +145,7 @@ type chained struct {
 // parseLine splits a line (without its newline) into its chain fields and
 // the sealed bytes: the object without its last field.
 func parseLine(line []byte) (chained, bool) {
-	m := chainSuffix.FindSubmatchIndex(line)
+	m := chainSuffix().FindSubmatchIndex(line)
 	if m == nil {
 		return chained{}, false
 	}

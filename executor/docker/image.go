@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -30,7 +31,8 @@ const dockerHubDomain = "docker.io"
 const reasonNeverPull = "not present locally and pull policy is never"
 
 // imageIDPattern matches image ids, which are looked up but never pulled.
-var imageIDPattern = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)
+// (compiled on first use: a stage that pulls nothing never needs it).
+var imageIDPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`) })
 
 // EnsureImage makes ref available according to policy and returns its id and
 // exposed TCP ports. Pull progress goes to out as a few readable lines.
@@ -44,7 +46,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string, policy executor.P
 		return executor.ImageInfo{}, fmt.Errorf("ensuring image %s: unknown pull policy %q", ref, policy)
 	}
 	var named reference.Named
-	if !imageIDPattern.MatchString(ref) {
+	if !imageIDPattern().MatchString(ref) {
 		var err error
 		if named, err = reference.ParseNormalizedNamed(ref); err != nil {
 			return executor.ImageInfo{}, &executor.ImageError{Image: ref, Reason: "invalid reference: " + err.Error()}

@@ -86,7 +86,8 @@ const (
 
 // labelKeyPattern restricts label keys, which become profile property
 // names.
-var labelKeyPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,40}$`)
+// (compiled on first use, as only app mode needs it).
+var labelKeyPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9_]{0,40}$`) })
 
 // AppManagerConfig configures an AppManager.
 type AppManagerConfig struct {
@@ -353,8 +354,8 @@ func (m *AppManager) CreateJobApp(ctx context.Context, name string, labels map[s
 	}
 	profile := map[string]any{ProfileRunnerKey: m.runnerID}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		if !labelKeyPattern.MatchString(k) || k == "runner" {
-			return nil, fmt.Errorf("okta %s: label key %q must match %s and not be \"runner\"", op, k, labelKeyPattern)
+		if !labelKeyPattern().MatchString(k) || k == "runner" {
+			return nil, fmt.Errorf("okta %s: label key %q must match %s and not be \"runner\"", op, k, labelKeyPattern())
 		}
 		profile[ProfileLabelPrefix+k] = labels[k]
 	}
