@@ -3,6 +3,7 @@ package executor
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -87,37 +88,94 @@ type procStatus struct {
 	seen           int // lines read: 4 when complete
 }
 
-// VerifyConfinement runs ConfinementProbe in the running container
-// containerID and checks, for its first process and for a process started
-// like a job script, that no_new_privs is set, that the bounding and
-// effective sets hold nothing beyond want.CapAdd (unless privileged), and
-// that a non-root process has no effective capability at all, as Docker
-// Engine gives it. The error is one line naming what is wrong.
+// HostProcesses is a Runtime whose engine runs its containers on this host,
+// in a pid namespace this process sees. The status of a container's first
+// process is then read from this host's kernel: no exec in the container
+// (the largest part of the check's cost), and nothing in the job's image
+// (its sh, its /proc reading) takes part in the answer.
+type HostProcesses interface {
+	// ContainerProcessStatus returns /proc/PID/status of the running
+	// container's first process as this host's kernel reports it; an error
+	// wrapping ErrNotOnThisHost when this host cannot see it (a remote
+	// engine, another pid namespace, a /proc that hides it).
+	ContainerProcessStatus(ctx context.Context, containerID string) ([]byte, error)
+}
+
+// ErrNotOnThisHost is a container whose processes this host cannot read:
+// the check falls back to ConfinementProbe.
+var ErrNotOnThisHost = errors.New("the container's processes are not visible on this host")
+
+// VerifyConfinement checks what the running container containerID's
+// processes hold: that no_new_privs is set, that the bounding and effective
+// sets hold nothing beyond want.CapAdd (unless privileged), and that a
+// non-root process has no effective capability at all, as Docker Engine
+// gives it. It reads the container's first process from this host's kernel
+// when rt is HostProcesses and the engine is here (the exec'd processes of
+// job scripts get the same capability set and no_new_privs from the engine);
+// otherwise it runs ConfinementProbe in the container as want.User, which
+// reads that process and itself, a process started like a job script. The
+// error is one line naming what is wrong.
 func VerifyConfinement(ctx context.Context, rt Runtime, containerID string, want Confinement) error {
-	var out, errOut strings.Builder
-	code, err := rt.Exec(ctx, containerID, ExecSpec{Cmd: ConfinementProbe, User: want.User, Stdout: &out, Stderr: &errOut})
-	if err != nil {
-		return fmt.Errorf("verifying the build container's confinement: %w", err)
-	}
-	if code != 0 {
-		return fmt.Errorf("verifying the build container's confinement: reading /proc exited %d: %s", code, oneLine(errOut.String()))
-	}
-	procs, err := parseProbe(strings.NewReader(out.String()))
+	checks, err := readConfinement(ctx, rt, containerID, want.User)
 	if err != nil {
 		return fmt.Errorf("verifying the build container's confinement: %w", err)
 	}
 	allowed := CapabilityMask(want.CapAdd)
 	// The first process that is wrong is reported, with its first fault:
 	// one line, and job processes mostly inherit the container's faults.
-	for _, p := range []struct {
-		name string
-		st   procStatus
-	}{{"the container's process", procs["/proc/1/status"]}, {"a job process", procs["/proc/self/status"]}} {
+	for _, p := range checks {
 		if fault := confinementFault(p.st, allowed, want.Privileged); fault != "" {
 			return fmt.Errorf("the container engine did not confine the build container as the settings ask: %s (uid %d) %s", p.name, p.st.uid, fault)
 		}
 	}
 	return nil
+}
+
+// procCheck is one process VerifyConfinement judges.
+type procCheck struct {
+	name string
+	st   procStatus
+}
+
+// readConfinement reads the status of the container's processes: from
+// this host's kernel when it can, else through ConfinementProbe.
+func readConfinement(ctx context.Context, rt Runtime, containerID, user string) ([]procCheck, error) {
+	if hp, ok := rt.(HostProcesses); ok {
+		status, err := hp.ContainerProcessStatus(ctx, containerID)
+		switch {
+		case err == nil:
+			procs, err := parseProbe(prefixLines("/proc/1/status", status), "/proc/1/status")
+			if err != nil {
+				return nil, err
+			}
+			return []procCheck{{"the container's process", procs["/proc/1/status"]}}, nil
+		case !errors.Is(err, ErrNotOnThisHost):
+			return nil, err
+		}
+	}
+	var out, errOut strings.Builder
+	code, err := rt.Exec(ctx, containerID, ExecSpec{Cmd: ConfinementProbe, User: user, Stdout: &out, Stderr: &errOut})
+	if err != nil {
+		return nil, err
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("reading /proc exited %d: %s", code, oneLine(errOut.String()))
+	}
+	procs, err := parseProbe(strings.NewReader(out.String()), "/proc/1/status", "/proc/self/status")
+	if err != nil {
+		return nil, err
+	}
+	return []procCheck{{"the container's process", procs["/proc/1/status"]}, {"a job process", procs["/proc/self/status"]}}, nil
+}
+
+// prefixLines puts file before every line of status, as ConfinementProbe
+// prints them.
+func prefixLines(file string, status []byte) io.Reader {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(string(status), "\n"), "\n") {
+		b.WriteString(file + " " + l + "\n")
+	}
+	return strings.NewReader(b.String())
 }
 
 // confinementFault says what is wrong with st, or "".
@@ -137,8 +195,9 @@ func confinementFault(st procStatus, allowed uint64, privileged bool) string {
 	return ""
 }
 
-// parseProbe reads ConfinementProbe's output into the status of each file.
-func parseProbe(r io.Reader) (map[string]procStatus, error) {
+// parseProbe reads ConfinementProbe's output into the status of each file;
+// each of files must be complete.
+func parseProbe(r io.Reader, files ...string) (map[string]procStatus, error) {
 	procs := map[string]procStatus{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -180,7 +239,7 @@ func parseProbe(r io.Reader) (map[string]procStatus, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading the probe's output: %w", err)
 	}
-	for _, f := range []string{"/proc/1/status", "/proc/self/status"} {
+	for _, f := range files {
 		// A kernel without no_new_privs (before 4.10) does not report it:
 		// then nothing can be verified.
 		if procs[f].seen != 4 {

@@ -100,6 +100,9 @@ func TestContract(t *testing.T) {
 		Exposing:        exposing,
 		ExposedTCPPorts: []int{80, 8080},
 		Missing:         "gitlab-okta-executor-test/missing:never",
+		// The test engines (Docker Engine, rootful Podman) listen on a
+		// local socket and share this host's pid namespace.
+		HostProcesses: strings.HasPrefix(rt.Client().DaemonHost(), "unix://"),
 	})
 }
 

@@ -29,6 +29,10 @@ type ContractImages struct {
 	ExposedTCPPorts []int
 	// Missing is neither present locally nor in any reachable registry.
 	Missing string
+	// HostProcesses says the runtime's containers run on this host, where
+	// it must read their processes (executor.HostProcesses) rather than
+	// fall back to an exec.
+	HostProcesses bool
 }
 
 // contractLabel marks everything one RunContract run creates, so that its
@@ -463,9 +467,23 @@ func (c *contract) notFound(t *testing.T, rt executor.Runtime) {
 // confinement: what a container's processes hold is what was asked, as
 // executor.VerifyConfinement reads it, for root and for a non-root user;
 // and the check sees a container whose capabilities were not dropped or
-// whose no_new_privs is unset.
+// whose no_new_privs is unset. Both ways of reading are checked: the probe
+// exec'd in the container, and, for a runtime that runs its containers on
+// this host, this host's /proc.
 func (c *contract) confinement(t *testing.T, rt executor.Runtime) {
 	ctx := ctxT(t)
+	type way struct {
+		name string
+		rt   executor.Runtime
+	}
+	ways := []way{{"exec", execOnly{rt}}}
+	hp, isHost := rt.(executor.HostProcesses)
+	if c.img.HostProcesses {
+		if !isHost {
+			t.Fatalf("%T does not read its containers' processes on this host (executor.HostProcesses)", rt)
+		}
+		ways = append(ways, way{"host", rt})
+	}
 	nnp := []string{"no-new-privileges"}
 	for _, tc := range []struct {
 		name, user string
@@ -484,15 +502,35 @@ func (c *contract) confinement(t *testing.T, rt executor.Runtime) {
 		if err != nil {
 			t.Fatalf("RunContainer(%s) = %v", tc.name, err)
 		}
-		err = executor.VerifyConfinement(ctx, rt, id, executor.Confinement{CapAdd: []string{"CHOWN"}, User: tc.user})
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%s: VerifyConfinement = %v, want nil", tc.name, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%s: VerifyConfinement = %v, want an error containing %q", tc.name, err, tc.want)
+		for _, w := range ways {
+			if w.name == "host" {
+				// The host way must really read the host, not fall back.
+				status, err := hp.ContainerProcessStatus(ctx, id)
+				if err != nil || !strings.Contains(string(status), "NoNewPrivs:") {
+					t.Fatalf("%s: ContainerProcessStatus = %q, %v; want the status of its process", tc.name, status, err)
+				}
+			}
+			err = executor.VerifyConfinement(ctx, w.rt, id, executor.Confinement{CapAdd: []string{"CHOWN"}, User: tc.user})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("%s, read by %s: VerifyConfinement = %v, want nil", tc.name, w.name, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("%s, read by %s: VerifyConfinement = %v, want an error containing %q", tc.name, w.name, err, tc.want)
+			}
+		}
+	}
+	if isHost {
+		// A container that is gone is not a reason to fall back to an exec.
+		_, err := hp.ContainerProcessStatus(ctx, c.name("never-created"))
+		if !errors.Is(err, executor.ErrNotFound) {
+			t.Errorf("ContainerProcessStatus(missing container) = %v, want ErrNotFound", err)
 		}
 	}
 }
+
+// execOnly is a runtime with only the methods of executor.Runtime: the
+// confinement check execs its probe in it.
+type execOnly struct{ executor.Runtime }
 
 func (c *contract) exec(t *testing.T, rt executor.Runtime) {
 	ctx := ctxT(t)

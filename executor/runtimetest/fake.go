@@ -92,6 +92,7 @@ type Fake struct {
 	execs      []ExecRecord
 	failNext   map[string]error
 	flaws      EngineFlaws
+	hostProcs  bool // SimulateHostProcesses
 }
 
 type fakeNetwork struct {
@@ -809,6 +810,26 @@ func (f *Fake) SimulateFlaws(fl EngineFlaws) {
 // procStatus plays executor.ConfinementProbe in a container of spec: the
 // status lines Linux would show for its first process and for the exec.
 func (fl EngineFlaws) procStatus(spec executor.ContainerSpec) ExecHandler {
+	return func(_ string, exec executor.ExecSpec) int {
+		user := exec.User
+		if user == "" {
+			user = spec.User
+		}
+		for _, p := range []struct{ file, user string }{{"/proc/1/status", spec.User}, {"/proc/self/status", user}} {
+			for _, l := range strings.SplitAfter(fl.status(spec, p.user), "\n") {
+				if l != "" {
+					fmt.Fprintf(exec.Stdout, "%s %s", p.file, l)
+				}
+			}
+		}
+		return 0
+	}
+}
+
+// status is what /proc/PID/status says of a process running as user in a
+// container of spec (the lines the confinement check reads, with a Name
+// line before them as Linux has).
+func (fl EngineFlaws) status(spec executor.ContainerSpec, user string) string {
 	bnd := executor.CapabilityMask(dockerDefaultCaps)
 	switch {
 	case spec.Privileged:
@@ -828,25 +849,46 @@ func (fl EngineFlaws) procStatus(spec executor.ContainerSpec) ExecHandler {
 	if !fl.IgnoreNoNewPrivileges && (slices.Contains(spec.SecurityOpt, "no-new-privileges") || slices.Contains(spec.SecurityOpt, "no-new-privileges:true")) {
 		nnp = 1
 	}
-	return func(_ string, exec executor.ExecSpec) int {
-		user := exec.User
-		if user == "" {
-			user = spec.User
+	uid := fakeUID(user)
+	eff := bnd
+	if uid != 0 {
+		eff = 0
+		if fl.CapAddToUsers {
+			eff = executor.CapabilityMask(spec.CapAdd) & bnd
 		}
-		for _, p := range []struct{ file, user string }{{"/proc/1/status", spec.User}, {"/proc/self/status", user}} {
-			uid := fakeUID(p.user)
-			eff := bnd
-			if uid != 0 {
-				eff = 0
-				if fl.CapAddToUsers {
-					eff = executor.CapabilityMask(spec.CapAdd) & bnd
-				}
-			}
-			fmt.Fprintf(exec.Stdout, "%[1]s Uid:\t%[2]d\t%[2]d\t%[2]d\t%[2]d\n%[1]s CapEff:\t%016[3]x\n%[1]s CapBnd:\t%016[4]x\n%[1]s NoNewPrivs:\t%[5]d\n",
-				p.file, uid, eff, bnd, nnp)
-		}
-		return 0
 	}
+	return fmt.Sprintf("Name:\tsh\nUid:\t%[1]d\t%[1]d\t%[1]d\t%[1]d\nCapEff:\t%016[2]x\nCapBnd:\t%016[3]x\nNoNewPrivs:\t%[4]d\n", uid, eff, bnd, nnp)
+}
+
+// SimulateHostProcesses makes the Fake an engine on this host (on) whose
+// containers' processes ContainerProcessStatus reads, or one it cannot see
+// (off, the default: the confinement check then execs its probe).
+func (f *Fake) SimulateHostProcesses(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hostProcs = on
+}
+
+// ContainerProcessStatus implements executor.HostProcesses: the status of
+// the running container's first process, under the simulated flaws; an
+// error wrapping executor.ErrNotOnThisHost unless SimulateHostProcesses.
+func (f *Fake) ContainerProcessStatus(ctx context.Context, containerID string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.injected("ContainerProcessStatus"); err != nil {
+		return nil, err
+	}
+	if !f.hostProcs {
+		return nil, fmt.Errorf("reading container %s's process: %w", containerID, executor.ErrNotOnThisHost)
+	}
+	c, err := f.findContainer(containerID)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting container %s: %w", containerID, err)
+	}
+	if !c.info.Running {
+		return nil, fmt.Errorf("reading container %s's process: the container is not running", containerID)
+	}
+	return []byte(f.flaws.status(c.spec, c.spec.User)), nil
 }
 
 // fakeUID is the uid a user setting runs as: root for none, the number

@@ -26,11 +26,16 @@ func newFake(t *testing.T) *runtimetest.Fake {
 }
 
 func TestFakeContract(t *testing.T) {
-	runtimetest.RunContract(t, func(t *testing.T) executor.Runtime { return newFake(t) }, runtimetest.ContractImages{
+	runtimetest.RunContract(t, func(t *testing.T) executor.Runtime {
+		f := newFake(t)
+		f.SimulateHostProcesses(true)
+		return f
+	}, runtimetest.ContractImages{
 		Shell:           shellImage,
 		Exposing:        exposingImage,
 		ExposedTCPPorts: []int{80, 8080},
 		Missing:         missingImage,
+		HostProcesses:   true,
 	})
 }
 
