@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -77,10 +78,13 @@ func BenchmarkJob(b *testing.B) {
 	w := getJobWorld(b)
 	ctx := context.Background()
 
-	var exec, direct []time.Duration
+	var exec, direct, starts []time.Duration
 	var phases, directPhases []jobPhases
 	b.ResetTimer()
 	for i := range b.N {
+		// One process start of the binary (`version`: runtime and package
+		// init, nothing else) per iteration, timed in the same run.
+		starts = append(starts, w.processStart(b))
 		runExec := func() {
 			d, p := w.runExecutor(b, ctx)
 			exec, phases = append(exec, d), append(phases, p)
@@ -112,6 +116,13 @@ func BenchmarkJob(b *testing.B) {
 	b.ReportMetric(ms(md), "ms/job-direct")
 	b.ReportMetric(ratio, "ratio")
 	b.ReportMetric(ms(median(diffs)), "ms/job-overhead")
+	// What a job's stage processes cost just to start, on this machine:
+	// the runner's protocol starts one per call, the direct program none.
+	// The ratio without them is what the executor's own work adds.
+	ps := median(starts)
+	calls := time.Duration(jobSubStages + 3)
+	b.ReportMetric(ms(ps), "ms/process-start")
+	b.ReportMetric(float64(me-calls*ps)/float64(md), "ratio-without-process-starts")
 	pe, pd := medianPhases(phases), medianPhases(directPhases)
 	b.Logf("%d-sub-stage job, %d jobs each: executor median %.0f ms (range %s), direct median %.0f ms (range %s), "+
 		"ratio %.2f (target ≤ 1.10), paired difference median %.0f ms (range %s); medians by phase, executor vs direct: config %.1f, prepare %.0f vs %.0f, "+
@@ -119,6 +130,20 @@ func BenchmarkJob(b *testing.B) {
 		jobSubStages, len(exec), ms(me), spread(exec), ms(md), spread(direct), ratio, ms(median(diffs)), spread(diffs),
 		ms(pe.config), ms(pe.prepare), ms(pd.prepare), ms(pe.run), ms(pd.run),
 		ms(pe.run)/jobSubStages, ms(pd.run)/jobSubStages, ms(pe.cleanup), ms(pd.cleanup), ms(pe.harness))
+	b.Logf("process start of the binary (version) median %.1f ms: %d calls a job, %.0f ms, %.0f%% of the direct job; ratio without them %.3f",
+		ms(ps), calls, ms(calls*ps), 100*float64(calls*ps)/float64(md), float64(me-calls*ps)/float64(md))
+}
+
+// processStart times one `version` invocation of the executor binary.
+func (w *jobWorld) processStart(b *testing.B) time.Duration {
+	b.Helper()
+	start := time.Now()
+	out, err := exec.Command(w.runner.Binary, "version").Output()
+	d := time.Since(start)
+	if err != nil || !strings.HasPrefix(string(out), "gitlab-okta-executor ") {
+		b.Fatalf("%s version: %q, %v", w.runner.Binary, out, err)
+	}
+	return d
 }
 
 // jobPhases splits a job's wall time: config (executor only), prepare (the
