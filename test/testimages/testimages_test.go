@@ -44,32 +44,44 @@ func newClient(t *testing.T) *client.Client {
 
 // imagesTaggedDuring returns which of refs the daemon tagged (that is,
 // built) while f ran. Docker replays events from a given time, so none is
-// missed; a sentinel tag made after f marks the end of the stream. Only refs
-// count: other test processes build their own images meanwhile.
+// missed; sentinel tags made before and after f bound f's part of the
+// stream (a time alone does not: a build that returned a moment before f
+// logged its tag within any slack given to the clock). Only refs count:
+// other test processes build their own images meanwhile.
 func imagesTaggedDuring(t *testing.T, cli *client.Client, f func(), refs ...string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	since := time.Now().Add(-time.Millisecond)
-	f()
-	sentinel := uniqueName(t) + "-sentinel:latest"
-	if err := cli.ImageTag(ctx, testimages.BusyboxRef, sentinel); err != nil {
-		t.Fatalf("tagging sentinel: %v", err)
+	since := time.Now().Add(-time.Second)
+	sentinel := func(which string) string {
+		ref := uniqueName(t) + "-sentinel:" + which
+		if err := cli.ImageTag(ctx, testimages.BusyboxRef, ref); err != nil {
+			t.Fatalf("tagging sentinel: %v", err)
+		}
+		t.Cleanup(func() { cli.ImageRemove(context.Background(), ref, image.RemoveOptions{}) })
+		return ref
 	}
-	defer cli.ImageRemove(context.Background(), sentinel, image.RemoveOptions{})
+	first := sentinel("before")
+	f()
+	last := sentinel("after")
 	msgs, errs := cli.Events(ctx, events.ListOptions{
 		Since:   strconv.FormatFloat(float64(since.UnixNano())/1e9, 'f', 6, 64),
 		Filters: filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "tag")),
 	})
 	var tagged []string
+	started := false
 	for {
 		select {
 		case m := <-msgs:
-			name := m.Actor.Attributes["name"]
-			if name == sentinel {
+			switch name := m.Actor.Attributes["name"]; {
+			case name == first:
+				started = true
+			case name == last:
+				if !started {
+					t.Fatalf("Docker events: %s came without %s before it", last, first)
+				}
 				return tagged
-			}
-			if slices.Contains(refs, name) {
+			case started && slices.Contains(refs, name):
 				tagged = append(tagged, name)
 			}
 		case err := <-errs:
@@ -302,4 +314,34 @@ func bareRepo(t *testing.T, readme string) string {
 	git("-C", work, "commit", "-q", "-m", "first")
 	git("-C", work, "push", "-q", bare, "main")
 	return bare
+}
+
+// TestImagesTaggedDuringSeesOnlyWhatFDid: a tag made just before f is not
+// f's (CI once saw the tag of a build that had returned within the
+// millisecond before the watch began, and took the cached image for
+// rebuilt), and a tag made by f is.
+func TestImagesTaggedDuringSeesOnlyWhatFDid(t *testing.T) {
+	cli := newClient(t)
+	ensure(t, cli)
+	ctx := context.Background()
+	before, during := uniqueName(t)+":before", uniqueName(t)+":during"
+	for _, ref := range []string{before, during} {
+		t.Cleanup(func() { cli.ImageRemove(context.Background(), ref, image.RemoveOptions{}) })
+	}
+	for range 5 {
+		if err := cli.ImageTag(ctx, testimages.BusyboxRef, before); err != nil {
+			t.Fatal(err)
+		}
+		if got := imagesTaggedDuring(t, cli, func() {}, before); len(got) != 0 {
+			t.Fatalf("imagesTaggedDuring(nothing) = %v, want none: %s was tagged before", got, before)
+		}
+	}
+	got := imagesTaggedDuring(t, cli, func() {
+		if err := cli.ImageTag(ctx, testimages.BusyboxRef, during); err != nil {
+			t.Fatal(err)
+		}
+	}, before, during)
+	if !slices.Equal(got, []string{during}) {
+		t.Errorf("imagesTaggedDuring(tag %s) = %v, want just it", during, got)
+	}
 }
