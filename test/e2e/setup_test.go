@@ -161,6 +161,7 @@ pull_policy = ["never"]
 			t.Errorf("runner %s left %d containers/networks behind", w.runnerID, n)
 			w.forceRemove()
 		}
+		leftovers.RemoveCacheVolumes(t, w.s.docker, w.runnerID)
 	})
 	return w
 }

@@ -1,15 +1,18 @@
 // Package leftovers lists and removes the Docker containers and networks
 // that carry one executor runner id's label, for end-to-end tests that must
-// prove a job left nothing behind (and clean up when it did).
+// prove a job left nothing behind (and clean up when it did), and the
+// runner id's cache volumes, which outlive jobs by design.
 package leftovers
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/executor"
@@ -50,5 +53,36 @@ func ForceRemove(t testing.TB, cli *client.Client, runnerID string) {
 	}
 	for _, n := range Networks(t, cli, runnerID) {
 		_ = cli.NetworkRemove(ctx, n.ID)
+	}
+}
+
+// CacheVolumes names the runner id's per-project cache volumes
+// (gitlab-okta-<runner id>-cache-...): they persist across jobs, so a test
+// runner that used them removes them when it is done.
+func CacheVolumes(t testing.TB, cli *client.Client, runnerID string) []string {
+	t.Helper()
+	prefix := "gitlab-okta-" + runnerID + "-cache-"
+	// Docker's name filter matches substrings; the prefix decides.
+	resp, err := cli.VolumeList(context.Background(), volume.ListOptions{Filters: filters.NewArgs(filters.Arg("name", prefix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, v := range resp.Volumes {
+		if strings.HasPrefix(v.Name, prefix) {
+			names = append(names, v.Name)
+		}
+	}
+	return names
+}
+
+// RemoveCacheVolumes removes the runner id's cache volumes; a volume still
+// in use is an error of the test.
+func RemoveCacheVolumes(t testing.TB, cli *client.Client, runnerID string) {
+	t.Helper()
+	for _, name := range CacheVolumes(t, cli, runnerID) {
+		if err := cli.VolumeRemove(context.Background(), name, false); err != nil {
+			t.Errorf("removing cache volume %s: %v", name, err)
+		}
 	}
 }

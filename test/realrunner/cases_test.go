@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/gitlabapi"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/harness"
+	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/leftovers"
 	"github.com/gitlab-okta-executor/gitlab-okta-executor/test/testimages"
 )
 
@@ -216,7 +218,12 @@ func TestRealRunnerCacheIsRestored(t *testing.T) {
 	wantFinal(t, jobs[1], gitlabapi.StatusSuccess, "", 0)
 	wantTrace(t, jobs[1], fmt.Sprintf("cached-by-%d", jobs[0].ID()))
 	w.assertClean(jobs...)
-	w.removeCacheVolume(1)
+	// The jobs' ref is not protected: the project's unprotected volume,
+	// and no other (the world's cleanup removes it).
+	want := fmt.Sprintf("gitlab-okta-%s-cache-project-%d-non-protected", w.runnerID, jobs[0].Payload.JobInfo.ProjectID)
+	if got := leftovers.CacheVolumes(t, w.s.docker, w.runnerID); !slices.Equal(got, []string{want}) {
+		t.Errorf("cache volumes %v, want [%s]", got, want)
+	}
 }
 
 func TestRealRunnerServiceByAlias(t *testing.T) {

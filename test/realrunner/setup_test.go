@@ -296,6 +296,8 @@ pull_policy = ["never"]
 		if t.Failed() {
 			w.forceRemove()
 		}
+		// Cache volumes outlive jobs by design; not this runner's.
+		leftovers.RemoveCacheVolumes(t, s.docker, w.runnerID)
 	})
 	return w
 }
@@ -467,14 +469,6 @@ func issuerOf(t *testing.T, token string) string {
 		t.Fatal("an issued token has no readable iss claim")
 	}
 	return claims.Iss
-}
-
-// removeCacheVolume removes the per-project cache volume a case used.
-func (w *world) removeCacheVolume(project int64) {
-	name := fmt.Sprintf("gitlab-okta-%s-cache-project-%d", w.runnerID, project)
-	if err := w.s.docker.VolumeRemove(context.Background(), name, true); err != nil && !client.IsErrNotFound(err) {
-		w.t.Errorf("removing cache volume: %v", err)
-	}
 }
 
 // volumeWatch records the volumes mounted into this runner's containers
