@@ -16,6 +16,9 @@
 //     when the checksum does not match the trace received, after which the
 //     runner resends the whole trace; 403 once the job is over. Every answer
 //     carries Job-Status (running, canceling, canceled, failed, success).
+//     As GitLab's authenticate_job! (lib/api/ci/helpers/runner.rb), this
+//     and the trace and artifact upload calls answer 403, never 401 or 404,
+//     for a token that is not the job's and for a job it does not know.
 //   - PATCH /api/v4/jobs/:id/trace with Content-Range: start-end and
 //     JOB-TOKEN: 202 with Range: 0-<size>, Job-Status and
 //     X-GitLab-Trace-Update-Interval; 416 with Range when start is not the
@@ -23,7 +26,8 @@
 //   - POST /api/v4/jobs/:id/artifacts (multipart field "file", JOB-TOKEN):
 //     201; GET /api/v4/jobs/:id/artifacts (JOB-TOKEN of the job or of a
 //     running job that lists it in dependencies): 200 with the archive, 404
-//     when there is none.
+//     when there is none, 401 for a token of no running job, 403 for a job
+//     the caller may not read or that does not exist.
 //   - /<project path>.git/... : git http-backend (net/http/cgi), with basic
 //     auth gitlab-ci-token:<job token> of a running job of that project.
 //
@@ -383,12 +387,11 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request, token string) *Job 
 	s.mu.Lock()
 	j := s.jobs[id]
 	s.mu.Unlock()
-	if err != nil || j == nil {
-		apiError(w, http.StatusNotFound, "404 Not found")
-		return nil
-	}
-	if token != j.Payload.Token {
-		apiError(w, http.StatusUnauthorized, "401 Unauthorized")
+	// As GitLab's authenticate_job!: 403, never 404, for a job it does not
+	// know, and 403 for a token that is not the job's. A 403 is what makes
+	// the runner stop the job (a 404 may come from anywhere in between).
+	if err != nil || j == nil || token != j.Payload.Token {
+		apiError(w, http.StatusForbidden, "403 Forbidden")
 		return nil
 	}
 	if !j.live() {
@@ -535,12 +538,15 @@ func (s *Server) downloadArtifacts(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
-	if err != nil || target == nil {
-		apiError(w, http.StatusNotFound, "404 Not found")
-		return
-	}
+	// As GitLab's authenticate_job_via_dependent_job!: a token of no
+	// running job is not authenticated (401); then an unknown job, or one
+	// the caller may not read, is forbidden.
 	if caller == nil || !caller.live() {
 		apiError(w, http.StatusUnauthorized, "401 Unauthorized")
+		return
+	}
+	if err != nil || target == nil {
+		apiError(w, http.StatusForbidden, "403 Forbidden")
 		return
 	}
 	allowed := caller == target

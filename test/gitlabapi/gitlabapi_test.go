@@ -83,7 +83,12 @@ func TestJobLifecycle(t *testing.T) {
 	patch := func(token, rng, body string) *http.Response {
 		return do(t, "PATCH", trace, strings.NewReader(body), map[string]string{"JOB-TOKEN": token, "Content-Range": rng})
 	}
-	wantStatus(t, patch("glcbt-other", "0-4", "hello"), http.StatusUnauthorized)
+	// GitLab's authenticate_job! answers 403 for a wrong token and for a
+	// job it does not know (never 401 or 404: 403 is what tells the runner
+	// to stop the job).
+	wantStatus(t, patch("glcbt-other", "0-4", "hello"), http.StatusForbidden)
+	wantStatus(t, do(t, "PATCH", fmt.Sprintf("%s/api/v4/jobs/%d/trace", s.URL(), j.ID()+1000), strings.NewReader("x"),
+		map[string]string{"JOB-TOKEN": j.Payload.Token, "Content-Range": "0-0"}), http.StatusForbidden)
 	res = patch(j.Payload.Token, "0-4", "hello")
 	wantStatus(t, res, http.StatusAccepted)
 	if res.Header.Get("Range") != "0-5" || res.Header.Get("Job-Status") != "running" || res.Header.Get("X-GitLab-Trace-Update-Interval") != "1" {
@@ -106,7 +111,7 @@ func TestJobLifecycle(t *testing.T) {
 			"exit_code": 0, "output": map[string]any{"checksum": checksum, "bytesize": 11}})
 		return do(t, "PUT", fmt.Sprintf("%s/api/v4/jobs/%d", s.URL(), j.ID()), bytes.NewReader(b), map[string]string{"Content-Type": "application/json"})
 	}
-	wantStatus(t, put("glcbt-other", ""), http.StatusUnauthorized)
+	wantStatus(t, put("glcbt-other", ""), http.StatusForbidden)
 	// A checksum that does not match makes the runner resend the trace.
 	wantStatus(t, put(j.Payload.Token, "crc32:00000000"), http.StatusPreconditionFailed)
 	if j.Trace() != "" || j.ChecksumMismatches() != 1 {
@@ -154,12 +159,14 @@ func TestArtifactsNeedADependentJobsToken(t *testing.T) {
 	_, _ = fw.Write([]byte("PK-zip-bytes"))
 	_ = mw.Close()
 	up := fmt.Sprintf("%s/api/v4/jobs/%d/artifacts?artifact_format=zip&artifact_type=archive", s.URL(), a.ID())
-	wantStatus(t, do(t, "POST", up, bytes.NewReader(body.Bytes()), map[string]string{"JOB-TOKEN": b.Payload.Token, "Content-Type": mw.FormDataContentType()}), http.StatusUnauthorized)
+	wantStatus(t, do(t, "POST", up, bytes.NewReader(body.Bytes()), map[string]string{"JOB-TOKEN": b.Payload.Token, "Content-Type": mw.FormDataContentType()}), http.StatusForbidden)
 	wantStatus(t, do(t, "POST", up, bytes.NewReader(body.Bytes()), map[string]string{"JOB-TOKEN": a.Payload.Token, "Content-Type": mw.FormDataContentType()}), http.StatusCreated)
 
 	down := fmt.Sprintf("%s/api/v4/jobs/%d/artifacts", s.URL(), a.ID())
 	wantStatus(t, do(t, "GET", down, nil, map[string]string{"JOB-TOKEN": c.Payload.Token}), http.StatusForbidden)
 	wantStatus(t, do(t, "GET", down, nil, map[string]string{"JOB-TOKEN": "glcbt-nobody"}), http.StatusUnauthorized)
+	// A dependency GitLab does not know: forbidden, as for one not granted.
+	wantStatus(t, do(t, "GET", fmt.Sprintf("%s/api/v4/jobs/%d/artifacts", s.URL(), a.ID()+1000), nil, map[string]string{"JOB-TOKEN": b.Payload.Token}), http.StatusForbidden)
 	res := do(t, "GET", down, nil, map[string]string{"JOB-TOKEN": b.Payload.Token})
 	wantStatus(t, res, http.StatusOK)
 	if got, _ := io.ReadAll(res.Body); string(got) != "PK-zip-bytes" {
