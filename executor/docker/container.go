@@ -189,13 +189,13 @@ func validPerms(p string) bool {
 // InspectContainer returns the container named or identified by nameOrID;
 // executor.ErrNotFound (wrapped) when there is none.
 func (r *Runtime) InspectContainer(ctx context.Context, nameOrID string) (executor.ContainerInfo, error) {
-	c, err := r.cli.ContainerInspect(ctx, nameOrID)
-	if err != nil {
-		return executor.ContainerInfo{}, notFound("inspecting container "+nameOrID, err)
-	}
 	q, err := r.quirks(ctx)
 	if err != nil {
 		return executor.ContainerInfo{}, fmt.Errorf("inspecting container %s: %w", nameOrID, err)
+	}
+	c, err := r.inspectContainer(ctx, q, nameOrID)
+	if err != nil {
+		return executor.ContainerInfo{}, notFound("inspecting container "+nameOrID, err)
 	}
 	book, err := r.addressBook(ctx, q)
 	if err != nil {

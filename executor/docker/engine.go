@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -59,6 +60,10 @@ type quirks struct {
 	// bounding set (which a non-root process under no_new_privs never
 	// gains). With cap_drop ALL the leak is exactly the added set.
 	capAddAmbientForUsers bool
+	// inspectRacesExit: inspecting a container whose process is exiting
+	// fails with a 500 ("read /proc/N/cgroup: no such process"), because
+	// the engine reads the process's cgroup while answering.
+	inspectRacesExit bool
 }
 
 // podmanComponent is the component name Podman's version endpoint lists.
@@ -80,7 +85,8 @@ func (r *Runtime) Engine(ctx context.Context) (Engine, error) {
 	for _, c := range v.Components {
 		if c.Name == podmanComponent {
 			e.Kind, e.Version = KindPodman, c.Version
-			e.quirks = quirks{endpointKeyedByName: true, untypedErrors: true, removeByIDIgnoresUse: true, capAddAmbientForUsers: true}
+			e.quirks = quirks{endpointKeyedByName: true, untypedErrors: true, removeByIDIgnoresUse: true, capAddAmbientForUsers: true,
+				inspectRacesExit: true}
 		}
 	}
 	r.logger.Debug("container engine", "kind", e.Kind, "version", e.Version, "api_version", e.APIVersion,
@@ -95,6 +101,32 @@ func (r *Runtime) Engine(ctx context.Context) (Engine, error) {
 func (r *Runtime) quirks(ctx context.Context) (quirks, error) {
 	e, err := r.Engine(ctx)
 	return e.quirks, err
+}
+
+// Retries of an inspect that raced a container's exit (inspectRacesExit):
+// the next inspect finds the process gone and the container stopped.
+const (
+	inspectAttempts   = 5
+	inspectRetryDelay = 20 * time.Millisecond
+)
+
+// inspectContainer is the engine's container inspect, asked again while
+// the engine answers that the container's process vanished under it.
+func (r *Runtime) inspectContainer(ctx context.Context, q quirks, nameOrID string) (container.InspectResponse, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := r.cli.ContainerInspect(ctx, nameOrID)
+		if err == nil || !q.inspectRacesExit || !strings.Contains(err.Error(), "no such process") || attempt == inspectAttempts {
+			return c, err
+		}
+		r.logger.Debug("inspect raced the container's exit; asking again", "container", nameOrID, "attempt", attempt)
+		t := time.NewTimer(inspectRetryDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c, err
+		case <-t.C:
+		}
+	}
 }
 
 // adaptCreate rewrites a create request so the engine applies what Docker

@@ -131,7 +131,7 @@ func TestEngineTellsPodmanFromDocker(t *testing.T) {
 			}
 			want := quirks{}
 			if tc.podmanQuirks {
-				want = quirks{endpointKeyedByName: true, untypedErrors: true, removeByIDIgnoresUse: true, capAddAmbientForUsers: true}
+				want = quirks{endpointKeyedByName: true, untypedErrors: true, removeByIDIgnoresUse: true, capAddAmbientForUsers: true, inspectRacesExit: true}
 			}
 			if eng.quirks != want {
 				t.Errorf("quirks = %+v, want %+v", eng.quirks, want)

@@ -32,7 +32,11 @@ func (r *Runtime) ContainerProcessStatus(ctx context.Context, containerID string
 		return nil, fmt.Errorf("reading container %s's process: the engine at %s is not on this host: %w", containerID, host, executor.ErrNotOnThisHost)
 	}
 	start := time.Now()
-	c, err := r.cli.ContainerInspect(ctx, containerID)
+	q, err := r.quirks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading container %s's process: %w", containerID, err)
+	}
+	c, err := r.inspectContainer(ctx, q, containerID)
 	if err != nil {
 		return nil, notFound("inspecting container "+containerID, err)
 	}

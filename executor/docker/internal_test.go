@@ -31,6 +31,12 @@ type fakeEngine struct {
 	// pull is the progress stream of /images/create; pullStatus its status.
 	pull       []map[string]any
 	pullStatus int
+	// podman makes the version endpoint Podman's; exitRaces is how many
+	// container inspects fail as Podman's do while the container's
+	// process exits; inspects counts them all.
+	podman    bool
+	exitRaces int
+	inspects  int
 }
 
 func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -70,6 +76,28 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprint(w, `{"Id":"sha256:1111111111111111111111111111111111111111111111111111111111111111",
 			"Config":{"ExposedPorts":{"8080":{},"443/tcp":{},"53/udp":{}}}}`)
+	case path == "/version":
+		w.Header().Set("Content-Type", "application/json")
+		if e.podman {
+			fmt.Fprint(w, `{"Version":"4.3.1","ApiVersion":"1.41","MinAPIVersion":"1.24","Components":[{"Name":"Podman Engine","Version":"4.3.1"}]}`)
+			return
+		}
+		fmt.Fprint(w, `{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}`)
+	case path == "/networks" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[]`)
+	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/json"):
+		e.inspects++
+		w.Header().Set("Content-Type", "application/json")
+		if e.exitRaces > 0 {
+			e.exitRaces--
+			// Podman 4.3.1's answer, seen in the Podman tier.
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprint(w, `{"cause":"no such process","message":"read /proc/22723/cgroup: no such process","response":500}`)
+			return
+		}
+		fmt.Fprint(w, `{"Id":"b22c4c45a8047502a31c54a4fcf1565c1755009137eb28d1a82770cf0c57fc6f","Name":"/kept",
+			"Created":"2026-12-02T14:16:14.5Z","State":{"Running":false,"Pid":0,"ExitCode":0},"Config":{"Labels":{}}}`)
 	default:
 		e.t.Errorf("unexpected request %s %s", r.Method, r.URL)
 		w.WriteHeader(http.StatusNotImplemented)
@@ -274,5 +302,31 @@ func TestContainerConfig(t *testing.T) {
 	}
 	if _, _, _, err := containerConfig(executor.ContainerSpec{Mounts: []executor.Mount{{Type: "nfs", Target: "/x"}}}); err == nil {
 		t.Error("unknown mount type accepted")
+	}
+}
+
+// TestInspectRidesOutPodmansExitRace: Podman 4.3 fails a container inspect
+// with a 500 when the container's process exits while it reads
+// /proc/PID/cgroup; the next inspect sees the container stopped. The
+// Podman tier's TestEntrypoint met it once.
+func TestInspectRidesOutPodmansExitRace(t *testing.T) {
+	e := &fakeEngine{t: t, podman: true, exitRaces: 2}
+	rt := engineRuntime(t, e)
+	info, err := rt.InspectContainer(context.Background(), "kept")
+	if err != nil || info.Running || info.Name != "kept" {
+		t.Fatalf("InspectContainer = %+v, %v; want the stopped container", info, err)
+	}
+	if e.inspects != 3 {
+		t.Errorf("%d inspects, want 3 (two races, then the answer)", e.inspects)
+	}
+	// Not a race that ends: the error comes through.
+	e.exitRaces = 100
+	if _, err := rt.InspectContainer(context.Background(), "kept"); err == nil || !strings.Contains(err.Error(), "no such process") {
+		t.Errorf("InspectContainer during an endless race = %v, want Podman's error", err)
+	}
+	// Docker Engine never answers so: its 500s are not retried.
+	d := &fakeEngine{t: t, exitRaces: 1}
+	if _, err := engineRuntime(t, d).InspectContainer(context.Background(), "kept"); err == nil || d.inspects != 1 {
+		t.Errorf("Docker Engine: InspectContainer = %v after %d inspects, want the error after 1", err, d.inspects)
 	}
 }
