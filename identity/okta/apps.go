@@ -275,9 +275,13 @@ func NewAppManager(ctx context.Context, cfg AppManagerConfig) (*AppManager, erro
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	rl := &rateLimitTransport{base: base, maxWait: maxWait, log: log, notify: cfg.OnRateLimit, sleep: sleepContext}
+	rl := &rateLimitTransport{base: base, maxWait: maxWait, log: log, notify: cfg.OnRateLimit, sleep: sleepContext,
+		attemptTimeout: cfg.HTTPClient.Timeout}
 	hc := *cfg.HTTPClient
 	hc.Transport = rl
+	// The client's timeout bounds each attempt (rl), not the rate-limit
+	// waits between them, which MaxRateLimitWait bounds.
+	hc.Timeout = 0
 	// Management calls never redirect; following one would carry the
 	// bearer token elsewhere.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -74,6 +74,13 @@ func newAppEnv(t *testing.T, appLimit int, maxWait time.Duration) *appEnv {
 // and the signer the AppManager is given.
 func newAppEnvWithKey(t *testing.T, appLimit int, maxWait time.Duration, registered *fakeokta.ClientKey, signer crypto.Signer) *appEnv {
 	t.Helper()
+	return newAppEnvWithClient(t, appLimit, maxWait, registered, signer, &http.Client{Timeout: 10 * time.Second})
+}
+
+// newAppEnvWithClient is newAppEnvWithKey with the HTTP client the
+// AppManager is given.
+func newAppEnvWithClient(t *testing.T, appLimit int, maxWait time.Duration, registered *fakeokta.ClientKey, signer crypto.Signer, hc *http.Client) *appEnv {
+	t.Helper()
 	// The SDK signs its assertion with the real clock, so the fake clock
 	// starts at real time (mid-minute is not needed: windows are honoured).
 	e := &appEnv{clock: testclock.New(time.Now())}
@@ -98,7 +105,7 @@ func newAppEnvWithKey(t *testing.T, appLimit int, maxWait time.Duration, registe
 		ClientID:         mgmtClientID,
 		Key:              signer,
 		KeyID:            registered.Public().KeyID,
-		HTTPClient:       &http.Client{Timeout: 10 * time.Second},
+		HTTPClient:       hc,
 		Logger:           hclog.NewNullLogger(),
 		MaxRateLimitWait: maxWait,
 		OnRateLimit: func(path string, d time.Duration) {
@@ -326,6 +333,42 @@ func TestCreateBurstWaitsForRateLimit(t *testing.T) {
 	}
 	if got := e.srv.Hits("/api/v1/apps"); got != jobs+len(waits) {
 		t.Fatalf("create requests = %d, want %d successes + %d limited", got, jobs, len(waits))
+	}
+}
+
+// TestRateLimitWaitOutlastsTheRequestTimeout: the HTTP client's timeout
+// bounds each request to Okta, not the rate-limit waits between them. It
+// bounded the whole chain: an app-mode cleanup in a burst waited 12 s for
+// the window and then failed its delete with "Client.Timeout exceeded",
+// leaving the app and the job's state behind (e2e
+// TestAppModeBurstWaitsForTheRateLimit with one call per window).
+func TestRateLimitWaitOutlastsTheRequestTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	e := newAppEnvWithClient(t, 1, 5*time.Minute, mgmtKey(), mgmtKey().Private.Key.(*rsa.PrivateKey), &http.Client{Timeout: timeout})
+	// The window's wait takes real time here, longer than one request may.
+	okta.SetAppManagerSleep(e.m, func(ctx context.Context, d time.Duration) error {
+		e.mu.Lock()
+		e.waits = append(e.waits, d)
+		e.mu.Unlock()
+		timer := time.NewTimer(2 * timeout)
+		defer timer.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+		e.clock.Advance(d)
+		return nil
+	})
+	ctx := t.Context()
+	if _, err := e.m.CreateJobApp(ctx, "gitlab-job-1-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateJobApp(ctx, "gitlab-job-1-2", nil); err != nil {
+		t.Fatalf("second create, after a wait longer than the request timeout = %v, want the app", err)
+	}
+	if len(e.recordedWaits()) == 0 {
+		t.Fatal("the second create did not wait for the window")
 	}
 }
 

@@ -40,6 +40,11 @@ type rateLimitTransport struct {
 	notify  func(path string, wait time.Duration)
 	// sleep waits for d or until ctx is done; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
+	// attemptTimeout bounds each request to Okta, from sending it to the
+	// end of reading its answer; 0 for none. It is the HTTP client's
+	// Timeout, moved here: on the client it bounded the waits between
+	// attempts too, cutting every wait short of maxWait.
+	attemptTimeout time.Duration
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -47,7 +52,7 @@ func (t *rateLimitTransport) RoundTrip(req *http.Request) (*http.Response, error
 	var waited time.Duration
 	cur := req
 	for retry := 1; ; retry++ {
-		resp, err := t.base.RoundTrip(cur)
+		resp, err := t.attempt(cur)
 		if err != nil || resp.StatusCode != http.StatusTooManyRequests {
 			return resp, err
 		}
@@ -84,6 +89,38 @@ func (t *rateLimitTransport) RoundTrip(req *http.Request) (*http.Response, error
 		cur.Header.Set("X-Okta-Retry-For", reqID)
 		cur.Header.Set("X-Okta-Retry-Count", strconv.Itoa(retry))
 	}
+}
+
+// attempt sends req once, under attemptTimeout: the timeout ends with the
+// answer's body, which the caller reads after RoundTrip returns.
+func (t *rateLimitTransport) attempt(req *http.Request) (*http.Response, error) {
+	if t.attemptTimeout <= 0 {
+		return t.base.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeoutCause(req.Context(), t.attemptTimeout,
+		fmt.Errorf("okta request timed out after %s", t.attemptTimeout))
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		if ctx.Err() != nil && req.Context().Err() == nil {
+			return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
+		}
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose ends an attempt's timeout when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 func drain(resp *http.Response) {

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/hashicorp/go-hclog"
 )
 
 var (
@@ -309,5 +311,34 @@ func TestPeekClaims(t *testing.T) {
 		if got := peekClaims(tok); got != want {
 			t.Errorf("peekClaims(%q) = %+v; want %+v", tok, got, want)
 		}
+	}
+}
+
+// TestRateLimitTransportBoundsEachAttempt: an Okta that never answers still
+// fails the request after the attempt timeout, which now lives in the
+// transport rather than on the client.
+func TestRateLimitTransportBoundsEachAttempt(t *testing.T) {
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-hang:
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	rl := &rateLimitTransport{base: http.DefaultTransport, maxWait: time.Minute, log: hclog.NewNullLogger(),
+		sleep: sleepContext, attemptTimeout: 100 * time.Millisecond}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/api/v1/apps", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rl.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("RoundTrip to a server that never answers succeeded")
+	}
+	if !strings.Contains(err.Error(), "okta request timed out after 100ms") {
+		t.Errorf("RoundTrip = %v, want the attempt timeout named", err)
 	}
 }
