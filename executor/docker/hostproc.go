@@ -46,9 +46,9 @@ func (r *Runtime) ContainerProcessStatus(ctx context.Context, containerID string
 	dir := filepath.Join(procRoot, strconv.Itoa(c.State.Pid))
 	status, err := readOwnedBy(dir, c.ID)
 	if err != nil {
-		return nil, fmt.Errorf("reading container %s's process %d: %w", shortID(c.ID), c.State.Pid, err)
+		return nil, fmt.Errorf("reading container %s's process %d: %w", c.ID, c.State.Pid, err)
 	}
-	r.logger.Debug("read container process status from the host", "container", shortID(c.ID), "pid", c.State.Pid, "duration", since(start))
+	r.logger.Debug("read container process status from the host", "container", c.ID, "pid", c.State.Pid, "duration", since(start))
 	return status, nil
 }
 
@@ -76,12 +76,4 @@ func readOwnedBy(dir, id string) ([]byte, error) {
 		return nil, err
 	}
 	return status, nil
-}
-
-// shortID is the 12-character form of a container id.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -519,7 +519,7 @@ func (c *contract) confinement(t *testing.T, rt executor.Runtime) {
 			}
 		}
 	}
-	if isHost {
+	if c.img.HostProcesses {
 		// A container that is gone is not a reason to fall back to an exec.
 		_, err := hp.ContainerProcessStatus(ctx, c.name("never-created"))
 		if !errors.Is(err, executor.ErrNotFound) {

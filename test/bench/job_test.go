@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -134,16 +133,13 @@ func BenchmarkJob(b *testing.B) {
 		ms(ps), calls, ms(calls*ps), 100*float64(calls*ps)/float64(md), float64(me-calls*ps)/float64(md))
 }
 
-// processStart times one `version` invocation of the executor binary.
+// processStart times one `version` invocation of the executor binary,
+// spawned as the runner spawns a stage (invoke).
 func (w *jobWorld) processStart(b *testing.B) time.Duration {
 	b.Helper()
 	start := time.Now()
-	out, err := exec.Command(w.runner.Binary, "version").Output()
-	d := time.Since(start)
-	if err != nil || !strings.HasPrefix(string(out), "gitlab-okta-executor ") {
-		b.Fatalf("%s version: %q, %v", w.runner.Binary, out, err)
-	}
-	return d
+	invoke(b, "", nil, w.runner.Binary, "version")
+	return time.Since(start)
 }
 
 // jobPhases splits a job's wall time: config (executor only), prepare (the
